@@ -1,3 +1,106 @@
+"""The ``kiln`` command line.
+
+This module imports no torch: commands that need the reference models import them when they run, and say which
+extra to install when torch is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
 import sys
-def main(argv=None):
-    print("kiln")
+from pathlib import Path
+
+INSTALL_HINT = "this command needs the reference models: pip install 'tensorkiln[export]'"
+
+
+class CliError(Exception):
+    """An error to print as one line, with exit status 2."""
+
+
+def _need_torch() -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise CliError(INSTALL_HINT) from None
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from tensorkiln.reference.presets import get_preset, preset_names
+
+    print("| preset | model_type | source | description |")
+    print("|---|---|---|---|")
+    for name in preset_names():
+        p = get_preset(name)
+        print(f"| {name} | {p.model_type} | {p.source} | {p.description} |")
+    return 0
+
+
+def cmd_init_checkpoint(args: argparse.Namespace) -> int:
+    _need_torch()
+    from tensorkiln.reference.presets import init_checkpoint
+
+    try:
+        out = init_checkpoint(args.preset, args.out_dir, seed=args.seed, head=args.head, overwrite=args.overwrite)
+    except (KeyError, FileExistsError) as exc:
+        raise CliError(str(exc).strip("\"'")) from None
+    print(f"wrote {args.preset} (seed {args.seed}) to {out}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    _need_torch()
+    import torch
+
+    from tensorkiln.reference.demo import format_table, run_demo, tiny_presets
+    from tensorkiln.reference.presets import DEMO_PRESETS
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    presets = tiny_presets() if args.size == "tiny" else DEMO_PRESETS
+    rows = run_demo(Path(args.out), presets, batch=args.batch, seq=args.seq)
+    print(format_table(rows, args.batch, args.seq))
+    return 0 if all(r.finite for r in rows) else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kiln", description="tensorkiln: reference models, export and runtime")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("presets", help="list the shipped checkpoint configs")
+    p.set_defaults(func=cmd_presets)
+
+    p = sub.add_parser("init-checkpoint", help="write a random-weight HF checkpoint folder from a preset")
+    p.add_argument("preset", help="a preset name (see `kiln presets`)")
+    p.add_argument("out_dir", help="the folder to write (config.json + model.safetensors)")
+    p.add_argument("--seed", type=int, default=0, help="random seed for the weights (default 0)")
+    p.add_argument("--head", default=None, help="head to build instead of the preset's, e.g. ForSequenceClassification")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists")
+    p.set_defaults(func=cmd_init_checkpoint)
+
+    p = sub.add_parser("demo", help="build the five demo checkpoints and run the reference models (main job)")
+    p.add_argument("--out", default="kiln-demo", help="where the demo checkpoints live (reused if present)")
+    p.add_argument("--size", choices=("base", "tiny"), default="base", help="published base configs or tiny ones")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--seq", type=int, default=128, help="sequence length (clipped to each model's maximum)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CliError as exc:
+        print(f"kiln: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # the reference's own errors (ConfigError, CheckpointError) are meant for people
+        name = type(exc).__name__
+        if name in {"ConfigError", "CheckpointError"}:
+            print(f"kiln: error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
