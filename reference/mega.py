@@ -1,0 +1,738 @@
+"""Mega: Moving Average Equipped Gated Attention (a single-head gated attention fed by a damped multi-dim EMA).
+
+Checked against ``transformers==4.57.6`` (``models/deprecated/mega/modeling_mega.py``, HF's numbers, quirks
+included) and Ma et al. 2022, "Mega: Moving Average Equipped Gated Attention" (https://arxiv.org/abs/2209.10655),
+whose fairseq code HF ported. Batch-first throughout; HF is time-first ``(L, B, D)`` inside its blocks.
+
+One block (``MegaBlock``), x being (B, L, D):
+    x' = norm(x) (pre-norm)        v = act(v_proj(x'))                 e = silu(EMA(x') + omega * x')
+    r, qk, g, i = split(mx_proj(e))  q, k = silu(qk) * qk_weight + qk_bias    (one shared head of width S)
+    h = act(i + h_proj(attention(q, k, v) * silu(g)))     out = x + sigmoid(r) * (h - x)     then the NFFN
+The EMA is the custom op ``tensorkiln::mega_ema`` (``reference/ops/mega_ema.py``).
+
+Where we differ from HF (only where HF errors or returns NaN; see NOTES.md):
+  * ``use_chunking`` with a length that is not a multiple of ``chunk_size``: HF fails in a reshape; we pad the
+    attention's keys/queries to the next multiple with masked positions, as fairseq's Mega encoder pads its tokens.
+    The output equals HF's on the same input explicitly padded and masked.
+  * a causal softmax row with every key masked (left padding): HF gives NaN, which its EMA then spreads to the
+    whole sequence; we give that row zero attention.
+  * incremental decoding: HF's laplace/relu2 attention divides by 1 instead of the number of visible keys once a
+    cache is passed, and it masks the past keys with the newest token's mask only; we reproduce its full pass.
+    HF cannot cache with chunking (a shape error); we can.
+The EMA ignores ``truncation`` whenever the decoder caches (HF's ``ema_step`` builds the full kernel), and HF's
+RMSNorm discards its normalisation (it only multiplies by the weight): both are reproduced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import ClassVar, Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .activations import get_activation
+from .config import ConfigError, HFConfig, require
+from .ops.mega_ema import mega_ema
+from .outputs import (
+    BaseModelOutput,
+    CausalLMOutput,
+    MaskedLMOutput,
+    MultipleChoiceModelOutput,
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
+from .registry import Architecture
+
+#: Checkpoint tensors we recompute: the rotary bias's dtype marker and the token-type default buffer.
+IGNORED_KEYS = (r"rel_pos_bias\._float_tensor$", r"embedding_layer\.token_type_ids$")
+
+
+@dataclasses.dataclass(frozen=True)
+class MegaConfig(HFConfig):
+    model_type: ClassVar[str] = "mega"
+
+    vocab_size: int = 30522
+    hidden_size: int = 128
+    num_hidden_layers: int = 4
+    intermediate_size: int = 256
+    ema_projection_size: int = 16
+    bidirectional: bool = True
+    shared_representation_size: int = 64
+    use_chunking: bool = False
+    chunk_size: int = -1
+    truncation: int | None = None
+    normalize_before_mega: bool = True
+    normalization_type: Literal["layernorm", "scalenorm", "rmsnorm", "batchnorm", "syncbatchnorm"] = "scalenorm"
+    norm_affine: bool = True
+    activation: str = "silu"
+    attention_activation: Literal["softmax", "laplace", "relu2"] = "softmax"
+    dropout_prob: float = 0.1
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    use_feature_dropout: bool = False
+    use_normalized_ffn: bool = True
+    nffn_hidden_size: int = 256
+    normalize_before_ffn: bool = True
+    nffn_activation_dropout_prob: float = 0.1
+    max_positions: int = 2048
+    add_token_type_embeddings: bool = False
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    ema_delta_alpha_range: float = 0.2
+    ema_beta_range: float = 0.02
+    ema_gamma_omega_range: float = 1.0
+    pad_token_id: int | None = 1
+    bos_token_id: int | None = 0
+    eos_token_id: int | None = 2
+    relative_positional_bias: Literal["rotary", "simple"] = "rotary"
+    classifier_dropout: float | None = None
+    use_cache: bool = True
+    add_lm_hidden_dense_layer: bool = True
+    is_decoder: bool = False
+    add_cross_attention: bool = False
+    tie_word_embeddings: bool = True
+
+    def validate(self) -> None:
+        super().validate()
+        for key in ("vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size", "ema_projection_size",
+                    "shared_representation_size", "nffn_hidden_size", "max_positions", "type_vocab_size"):
+            require(getattr(self, key) >= 1, key, f"must be at least 1, got {getattr(self, key)}")
+        require(self.chunk_size != 0, "chunk_size", "must be positive, or -1 for no chunk")
+        require(not self.use_chunking or self.chunk_size > 0, "chunk_size",
+                f"must be positive when use_chunking is true, got {self.chunk_size}")
+        require(self.truncation is None or self.truncation >= 1, "truncation",
+                f"must be null or at least 1, got {self.truncation}")
+        if self.relative_positional_bias == "rotary":
+            require(self.shared_representation_size % 2 == 0, "shared_representation_size",
+                    f"must be even for the rotary relative bias, got {self.shared_representation_size}")
+        else:
+            require(self.chunk_size <= self.max_positions, "chunk_size",
+                    f"must not exceed max_positions ({self.max_positions}) with the simple relative bias")
+        require(self.pad_token_id is None or 0 <= self.pad_token_id < self.vocab_size, "pad_token_id",
+                f"must be a token id below vocab_size ({self.vocab_size}), got {self.pad_token_id}")
+        require(not self.add_cross_attention, "add_cross_attention",
+                "is not supported: tensorkiln's Mega has no gated cross-attention (encoder-decoder) layer")
+        get_activation(_ACTIVATION_ALIASES.get(self.activation, self.activation), "activation")
+
+
+# HF's AccurateGELUActivation ("gelu_accurate") is the same tanh formula as NewGELUActivation ("gelu_new").
+_ACTIVATION_ALIASES = {"gelu_accurate": "gelu_new"}
+
+
+def _laplace(x: torch.Tensor, mu: float = 0.707107, sigma: float = 0.282095) -> torch.Tensor:
+    # HF's LaplaceActivation: a Gaussian CDF centred on 1/sqrt(2), Mega's bounded alternative to relu^2.
+    return 0.5 * (1.0 + torch.erf((x - mu).div(sigma * math.sqrt(2.0))))
+
+
+def _relu2(x: torch.Tensor) -> torch.Tensor:
+    return torch.square(F.relu(x))
+
+
+class MegaLayerCache(NamedTuple):
+    """One decoder layer's incremental state, in HF's order ``(self_key, self_value, self_ema_state)``.
+
+    key (B, P, S) and value (B, P, intermediate_size) are the attention's keys/values of the P tokens the next token
+    can attend to: all past tokens, or with ``use_chunking`` those of the current chunk (empty at a chunk boundary).
+    ema_state (B, hidden_size, ema_projection_size) is the EMA state after the last token.
+    """
+
+    key: torch.Tensor
+    value: torch.Tensor
+    ema_state: torch.Tensor
+
+
+# ----------------------------------------------------------------------------------------------- embeddings, biases
+
+
+class MegaEmbeddings(nn.Module):
+    """Word embeddings plus optional token-type embeddings; Mega has no absolute positions."""
+
+    def __init__(self, config: MegaConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.token_type_embeddings = (
+            nn.Embedding(config.type_vocab_size, config.hidden_size) if config.add_token_type_embeddings else None
+        )
+
+    def forward(self, input_ids, token_type_ids, inputs_embeds) -> torch.Tensor:
+        embeddings = self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds
+        if self.token_type_embeddings is not None:
+            if token_type_ids is None:
+                token_type_ids = torch.zeros(embeddings.shape[:2], dtype=torch.long, device=embeddings.device)
+            embeddings = embeddings + self.token_type_embeddings(token_type_ids)
+        return embeddings  # (B, L, D)
+
+
+def _bias_limit(config: MegaConfig) -> int:
+    # HF bounds the bias by chunk_size whenever chunk_size is set, even with use_chunking off.
+    return config.max_positions if config.chunk_size < 0 else config.chunk_size
+
+
+class MegaSimpleRelativePositionalBias(nn.Module):
+    """A learned scalar per relative offset: bias[i, j] = rel_pos_bias[limit - 1 + j - i]."""
+
+    def __init__(self, config: MegaConfig):
+        super().__init__()
+        self.limit = _bias_limit(config)
+        self.rel_pos_bias = nn.Parameter(torch.empty(2 * config.max_positions - 1))
+
+    def forward(self, seq_len: int) -> torch.Tensor:
+        if seq_len > self.limit:
+            raise ValueError(
+                f"sequence (or chunk) length {seq_len} exceeds the simple relative bias's limit {self.limit} "
+                "(max_positions, or chunk_size when set); shorten the input or use chunking"
+            )
+        positions = torch.arange(seq_len, device=self.rel_pos_bias.device)
+        offsets = positions[None, :] - positions[:, None]  # (L, L): j - i
+        return self.rel_pos_bias[self.limit - 1 + offsets]  # (L, L)
+
+    def init_weights_(self, generator: torch.Generator, std: float) -> None:
+        with torch.no_grad():
+            self.rel_pos_bias.copy_(torch.randn(self.rel_pos_bias.shape, generator=generator) * std)
+
+
+class MegaRotaryRelativePositionalBias(nn.Module):
+    """bias[i, j] = rot_i(alpha) . rot_j(b_param): a function of j - i that extrapolates past max_positions."""
+
+    def __init__(self, config: MegaConfig):
+        super().__init__()
+        self.embed_dim = config.shared_representation_size
+        self.alpha = nn.Parameter(torch.empty(1, self.embed_dim))
+        self.b_param = nn.Parameter(torch.empty(1, self.embed_dim))
+
+    def _rotate(self, vector: torch.Tensor, seq_len: int) -> torch.Tensor:
+        half = self.embed_dim // 2
+        # HF's get_sinusoid_embeddings, op for op (its table rows do not depend on the table's length).
+        device = vector.device
+        freq = torch.exp(torch.arange(half, dtype=torch.int64, device=device).float() * -(math.log(10000) / half))
+        angles = torch.arange(seq_len, dtype=torch.float, device=device).unsqueeze(1) * freq.unsqueeze(0)  # (L, S/2)
+        sin, cos = angles.sin().to(vector), angles.cos().to(vector)
+        first, second = vector.expand(seq_len, self.embed_dim).chunk(2, dim=-1)  # (L, S/2) each
+        return torch.cat([first * cos - second * sin, second * cos + first * sin], dim=1)  # (L, S)
+
+    def forward(self, seq_len: int) -> torch.Tensor:
+        return self._rotate(self.alpha, seq_len) @ self._rotate(self.b_param, seq_len).T  # (L, L)
+
+    def init_weights_(self, generator: torch.Generator, std: float) -> None:
+        with torch.no_grad():
+            self.alpha.copy_(torch.randn(self.alpha.shape, generator=generator) * std)
+            self.b_param.copy_(torch.randn(self.b_param.shape, generator=generator) * std)
+
+
+# ----------------------------------------------------------------------------------------------- norms
+
+
+class MegaScaleNorm(nn.Module):
+    """x * scalar / sqrt(mean(x^2) + eps): RMSNorm with one learned scalar."""
+
+    def __init__(self, eps: float, affine: bool):
+        super().__init__()
+        self.eps = eps
+        self.scalar = nn.Parameter(torch.ones(1)) if affine else None
+
+    def forward(self, x):
+        mean_square = x.square().mean(dim=-1, keepdim=True)
+        if self.scalar is not None:
+            x = self.scalar * x
+        return x * torch.rsqrt(mean_square + self.eps)
+
+    def init_weights_(self, generator, std):
+        if self.scalar is not None:
+            nn.init.ones_(self.scalar)
+
+
+class MegaRMSNorm(nn.Module):
+    """HF's MegaRMSNorm as it behaves: it computes the RMS but drops the product, so it only scales by ``weight``
+    (and is the identity with ``norm_affine=False``). Reproduced because checkpoints were trained that way."""
+
+    def __init__(self, hidden_size: int, affine: bool):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size)) if affine else None
+
+    def forward(self, x):
+        return x if self.weight is None else x * self.weight
+
+    def init_weights_(self, generator, std):
+        if self.weight is not None:
+            nn.init.ones_(self.weight)
+
+
+class MegaBatchNorm(nn.Module):
+    """Inference BatchNorm over the channel axis with the checkpoint's running statistics (HF's BatchNorm1d and
+    SyncBatchNorm in eval mode, both with track_running_stats). Per token, so the layout does not matter."""
+
+    def __init__(self, hidden_size: int, eps: float, affine: bool):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(hidden_size)) if affine else None
+        self.bias = nn.Parameter(torch.zeros(hidden_size)) if affine else None
+        self.register_buffer("running_mean", torch.zeros(hidden_size))
+        self.register_buffer("running_var", torch.ones(hidden_size))
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+
+    def forward(self, x):
+        flat = x.reshape(-1, x.shape[-1])  # (B*L, D)
+        out = F.batch_norm(flat, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        return out.view_as(x)
+
+    def init_weights_(self, generator, std):
+        with torch.no_grad():
+            if self.weight is not None:
+                self.weight.fill_(1.0)
+                self.bias.zero_()
+            self.running_mean.zero_()
+            self.running_var.fill_(1.0)
+
+
+class MegaSequenceNorm(nn.Module):
+    """Holds the configured norm under ``.norm``, as HF's wrapper does (checkpoint keys ``...norm.norm.*``)."""
+
+    def __init__(self, config: MegaConfig, eps: float = 1e-5):
+        super().__init__()
+        kind, size, affine = config.normalization_type, config.hidden_size, config.norm_affine
+        if kind == "layernorm":
+            self.norm = nn.LayerNorm(size, eps=eps, elementwise_affine=affine)
+        elif kind == "scalenorm":
+            self.norm = MegaScaleNorm(eps, affine)
+        elif kind == "rmsnorm":
+            self.norm = MegaRMSNorm(size, affine)
+        else:  # batchnorm, syncbatchnorm: identical at inference
+            self.norm = MegaBatchNorm(size, eps, affine)
+
+    def forward(self, x):
+        return self.norm(x)
+
+
+# ----------------------------------------------------------------------------------------------- EMA and attention
+
+
+class MegaMultiDimensionDampedEma(nn.Module):
+    """silu(EMA(x) + omega * x): the EMA expands each channel into N damped dimensions and projects them back."""
+
+    def __init__(self, config: MegaConfig):
+        super().__init__()
+        self.config = config
+        rows = 2 * config.hidden_size if config.bidirectional else config.hidden_size
+        ndim = config.ema_projection_size
+        self.damping_factor = nn.Parameter(torch.empty(rows, ndim, 1))  # delta
+        self.decay_factor = nn.Parameter(torch.empty(rows, ndim, 1))  # alpha
+        self.ema_expansion_matrix = nn.Parameter(torch.empty(rows, ndim, 1))  # beta
+        self.kernel_projection_matrix = nn.Parameter(torch.empty(rows, ndim))  # gamma
+        self.residual_weight = nn.Parameter(torch.empty(config.hidden_size))  # omega
+
+    def forward(self, x, padding_mask, prev_state, stateful: bool):
+        residual = x * self.residual_weight
+        if padding_mask is not None:
+            x = x * padding_mask.unsqueeze(-1)  # (B, L, D): padded tokens feed nothing into the EMA
+        # HF's cached path (ema_step) builds the full kernel: truncation applies only to stateless passes.
+        truncation = 0 if stateful or self.config.truncation is None else self.config.truncation
+        ema, state = mega_ema(
+            x, self.damping_factor, self.decay_factor, self.ema_expansion_matrix, self.kernel_projection_matrix,
+            prev_state, bidirectional=self.config.bidirectional, truncation=truncation,
+        )
+        return F.silu(ema + residual), state
+
+    def init_weights_(self, generator, std):
+        config = self.config
+        with torch.no_grad():
+            for param in (self.damping_factor, self.decay_factor):
+                param.copy_(torch.randn(param.shape, generator=generator) * config.ema_delta_alpha_range)
+            # beta starts at [1, -1, 1, -1, ...] (HF: "seems more stable") plus noise
+            signs = torch.ones(config.ema_projection_size, 1)
+            signs[1::2] = -1.0
+            noise = torch.randn(self.ema_expansion_matrix.shape, generator=generator) * config.ema_beta_range
+            self.ema_expansion_matrix.copy_(noise + signs)
+            for param in (self.kernel_projection_matrix, self.residual_weight):
+                param.copy_(torch.randn(param.shape, generator=generator) * config.ema_gamma_omega_range)
+
+
+class MegaMovingAverageGatedAttention(nn.Module):
+    """The Mega sub-layer: EMA, then single-head attention with a relative bias, gated and mixed back into x."""
+
+    def __init__(self, config: MegaConfig):
+        super().__init__()
+        self.config = config
+        hidden, shared, inner = config.hidden_size, config.shared_representation_size, config.intermediate_size
+        self.activation = get_activation(_ACTIVATION_ALIASES.get(config.activation, config.activation), "activation")
+        self.norm = MegaSequenceNorm(config)
+        self.ema_gate = MegaMultiDimensionDampedEma(config)
+        self.v_proj = nn.Linear(hidden, inner)
+        self.mx_proj = nn.Linear(hidden, shared + inner + 2 * hidden)
+        self.h_proj = nn.Linear(inner, hidden)
+        self.qk_weight = nn.Parameter(torch.empty(2, shared))
+        self.qk_bias = nn.Parameter(torch.empty(2, shared))
+        if config.relative_positional_bias == "simple":
+            self.rel_pos_bias = MegaSimpleRelativePositionalBias(config)
+        else:
+            self.rel_pos_bias = MegaRotaryRelativePositionalBias(config)
+
+    def forward(self, hidden, mask, cache: MegaLayerCache | None, stateful: bool):
+        """hidden (B, L, D); mask (B, P + L) in hidden's dtype or None; returns (B, L, D) and the new cache."""
+        config = self.config
+        length = hidden.shape[1]
+        residual = hidden
+        x = self.norm(hidden) if config.normalize_before_mega else hidden
+        value = self.activation(self.v_proj(x))  # (B, L, V)
+        current_mask = None if mask is None else mask[:, -length:]  # (B, L)
+        ema_out, ema_state = self.ema_gate(x, current_mask, None if cache is None else cache.ema_state, stateful)
+
+        residual_weight, query_key, attention_gate, intermediate = torch.split(
+            self.mx_proj(ema_out),
+            [config.hidden_size, config.shared_representation_size, config.intermediate_size, config.hidden_size],
+            dim=-1,
+        )
+        residual_weight = torch.sigmoid(residual_weight)
+        query_key, attention_gate = F.silu(query_key), F.silu(attention_gate)
+        query, key = (query_key.unsqueeze(2) * self.qk_weight + self.qk_bias).unbind(2)  # (B, L, 2, S) -> (B, L, S)
+
+        if cache is not None:
+            key = torch.cat([cache.key, key], dim=1)  # (B, P + L, S)
+            value = torch.cat([cache.value, value], dim=1)  # (B, P + L, V)
+        key_mask = None if mask is None else mask[:, -key.shape[1]:]  # (B, P + L)
+        attended = self._attend(query, key, value, key_mask)  # (B, L, V)
+
+        weighted = self.activation(intermediate + self.h_proj(attended * attention_gate))
+        out = torch.addcmul(residual, residual_weight, weighted - residual)
+        if not config.normalize_before_mega:
+            out = self.norm(out)
+
+        new_cache = None
+        if stateful:
+            # With chunking, the next token sees only its own chunk: keep the keys of the unfinished chunk.
+            keep = key.shape[1] % config.chunk_size if config.use_chunking else key.shape[1]
+            new_cache = MegaLayerCache(key[:, key.shape[1] - keep:], value[:, value.shape[1] - keep:], ema_state)
+        return out, new_cache
+
+    def _attend(self, query, key, value, key_mask):
+        """query (B, Lq, S) holds the last Lq of the Lk positions of key (B, Lk, S) and value (B, Lk, V)."""
+        config = self.config
+        batch, q_len, _ = query.shape
+        k_len = key.shape[1]
+        chunk = config.chunk_size
+        if config.use_chunking and k_len > chunk:
+            # Align the queries with the keys (dummy queries in front), pad to whole chunks with masked positions.
+            offset, front = 0, k_len - q_len
+            pad = -k_len % chunk
+            if pad and key_mask is None:
+                key_mask = key.new_ones(batch, k_len)
+            query = F.pad(query, (0, 0, front, pad))  # (B, Lk + pad, S)
+            key, value = F.pad(key, (0, 0, 0, pad)), F.pad(value, (0, 0, 0, pad))
+            if key_mask is not None:
+                key_mask = F.pad(key_mask, (0, pad))  # (B, Lk + pad)
+            n_chunks, size = (k_len + pad) // chunk, chunk
+        else:
+            offset, front, pad = k_len - q_len, 0, 0
+            n_chunks, size = 1, k_len
+        query = query.reshape(batch, n_chunks, -1, query.shape[-1])  # (B, C, Lq', S)
+        key = key.reshape(batch, n_chunks, size, key.shape[-1])  # (B, C, Lk', S)
+        value = value.reshape(batch, n_chunks, size, value.shape[-1])  # (B, C, Lk', V)
+        if key_mask is not None:
+            key_mask = key_mask.reshape(batch, n_chunks, size)  # (B, C, Lk')
+
+        bias = self.rel_pos_bias(size)[offset:]  # (Lq', Lk')
+        causal = None
+        if config.is_decoder:
+            causal = torch.ones(size, size, dtype=query.dtype, device=query.device).tril()[offset:]  # (Lq', Lk')
+        if config.attention_activation == "softmax":
+            weights = self._softmax_weights(query, key, bias, key_mask, causal)
+        else:
+            weights = self._elementwise_weights(query, key, bias, key_mask, causal)
+        out = (weights @ value).reshape(batch, -1, value.shape[-1])  # (B, C * Lq', V)
+        return out[:, front:front + q_len]  # (B, Lq, V)
+
+    def _softmax_weights(self, query, key, bias, key_mask, causal):
+        scores = (query * self.config.shared_representation_size**-0.5) @ key.transpose(2, 3) + bias  # (B,C,Lq,Lk)
+        if causal is not None:
+            scores = scores.masked_fill(causal == 0, float("-inf"))
+        if key_mask is not None:
+            padded = key_mask == 0  # (B, C, Lk)
+            # HF (from fairseq): a chunk that is all padding masks nothing, which keeps its softmax finite.
+            padded = padded & ~padded.all(dim=-1, keepdim=True)
+            scores = scores.masked_fill(padded.unsqueeze(2), float("-inf"))
+        weights = torch.softmax(scores, dim=-1)
+        # A row with no visible key (a causal row over left padding) is NaN in HF; it attends to nothing here.
+        return weights.masked_fill(torch.isneginf(scores).all(dim=-1, keepdim=True), 0.0)
+
+    def _elementwise_weights(self, query, key, bias, key_mask, causal):
+        # laplace / relu2 attention: scores are normalised by the number of visible keys instead of a softmax.
+        if causal is not None:
+            lengths = causal.sum(dim=-1, keepdim=True)  # (Lq, 1)
+        elif key_mask is not None:
+            lengths = key_mask.sum(dim=-1, keepdim=True).clamp(min=1.0).unsqueeze(-1)  # (B, C, 1, 1)
+        else:
+            lengths = key.shape[2]
+        scores = query @ key.transpose(2, 3) / lengths + bias  # (B, C, Lq, Lk)
+        weights = _laplace(scores) if self.config.attention_activation == "laplace" else _relu2(scores)
+        if key_mask is not None:
+            weights = weights * key_mask.unsqueeze(2)
+        if causal is not None:
+            weights = weights * causal
+        return weights
+
+    def init_weights_(self, generator, std):
+        with torch.no_grad():
+            self.qk_weight.copy_(torch.randn(self.qk_weight.shape, generator=generator) * std)
+            self.qk_bias.zero_()
+
+
+class MegaNormalizedFeedForwardNetwork(nn.Module):
+    def __init__(self, config: MegaConfig):
+        super().__init__()
+        self.prenorm = config.normalize_before_ffn
+        self.activation = get_activation(_ACTIVATION_ALIASES.get(config.activation, config.activation), "activation")
+        self.norm = MegaSequenceNorm(config)
+        self.fc1 = nn.Linear(config.hidden_size, config.nffn_hidden_size)
+        self.fc2 = nn.Linear(config.nffn_hidden_size, config.hidden_size)
+
+    def forward(self, hidden):
+        x = self.norm(hidden) if self.prenorm else hidden
+        out = self.fc2(self.activation(self.fc1(x))) + hidden
+        return out if self.prenorm else self.norm(out)
+
+
+class MegaBlock(nn.Module):
+    def __init__(self, config: MegaConfig):
+        super().__init__()
+        self.mega_layer = MegaMovingAverageGatedAttention(config)
+        self.nffn = MegaNormalizedFeedForwardNetwork(config) if config.use_normalized_ffn else None
+
+    def forward(self, hidden, mask, cache, stateful):
+        hidden, new_cache = self.mega_layer(hidden, mask, cache, stateful)
+        if self.nffn is not None:
+            hidden = self.nffn(hidden)
+        return hidden, new_cache
+
+
+# ----------------------------------------------------------------------------------------------- models
+
+
+class MegaPooler(nn.Module):
+    def __init__(self, config: MegaConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, hidden):
+        return torch.tanh(self.dense(hidden[:, 0]))  # (B, D): the first token
+
+
+class MegaModel(nn.Module):
+    """The Mega encoder (or decoder with ``is_decoder``: causal attention, and a cache with ``use_cache``).
+
+    Incremental decoding: ``past_key_values`` is a tuple with one :class:`MegaLayerCache` ``(key, value,
+    ema_state)`` per layer (HF's per-layer tuple order). Pass the new tokens (any number) with the cache; an
+    ``attention_mask`` then covers the cached tokens and the new ones, right-aligned: its last P + L columns are
+    used, P being the cached key length. ``use_cache`` defaults to the config's for decoders and is off for encoders.
+    """
+
+    ignored_checkpoint_keys: ClassVar[tuple[str, ...]] = IGNORED_KEYS
+
+    def __init__(self, config: MegaConfig, add_pooling_layer: bool = True):
+        super().__init__()
+        self.config = config
+        self.embedding_layer = MegaEmbeddings(config)
+        self.layers = nn.ModuleList(MegaBlock(config) for _ in range(config.num_hidden_layers))
+        self.pooler = MegaPooler(config) if add_pooling_layer else None
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
+                past_key_values=None, use_cache=None) -> BaseModelOutput:
+        config = self.config
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids (batch, sequence) and inputs_embeds (batch, sequence, "
+                             "hidden)")
+        shape = tuple(input_ids.shape if input_ids is not None else inputs_embeds.shape[:-1])
+        if len(shape) != 2 or shape[1] == 0:
+            raise ValueError(f"inputs must be (batch, sequence) with a non-empty sequence, got {shape}")
+        stateful = bool(config.use_cache if use_cache is None else use_cache) and config.is_decoder
+        if past_key_values is not None:
+            if not config.is_decoder:
+                raise ValueError("past_key_values needs a decoder (is_decoder=true); encoders keep no cache")
+            if len(past_key_values) != config.num_hidden_layers:
+                raise ValueError(f"past_key_values has {len(past_key_values)} layers; the model has "
+                                 f"{config.num_hidden_layers}")
+            past_key_values = [MegaLayerCache(*layer) for layer in past_key_values]
+        if (stateful or past_key_values is not None) and config.bidirectional:
+            raise ValueError("a bidirectional EMA cannot be cached: pass use_cache=False, or use a model with "
+                             "bidirectional=false for incremental decoding")
+        past = 0 if past_key_values is None else past_key_values[0].key.shape[1]
+
+        hidden = self.embedding_layer(input_ids, token_type_ids, inputs_embeds)  # (B, L, D)
+        mask = None
+        if attention_mask is not None:
+            # Right-aligned: its last P + L columns are the cached and the new tokens. A chunked cache holds only
+            # the current chunk (P may be less than the tokens seen), so with a cache a wider mask is allowed.
+            width = attention_mask.shape[-1]
+            fits = width >= past + shape[1] if past_key_values is not None else width == shape[1]
+            if attention_mask.dim() != 2 or attention_mask.shape[0] != shape[0] or not fits:
+                raise ValueError(f"attention_mask must be (batch, cached + new tokens) = ({shape[0]}, "
+                                 f"{past + shape[1]}), got {tuple(attention_mask.shape)}")
+            mask = attention_mask.to(hidden.dtype)  # (B, P + L)
+
+        new_cache = []
+        for i, layer in enumerate(self.layers):
+            cache = None if past_key_values is None else past_key_values[i]
+            hidden, layer_cache = layer(hidden, mask, cache, stateful or cache is not None)
+            new_cache.append(layer_cache)
+        pooled = self.pooler(hidden) if self.pooler is not None else None
+        return BaseModelOutput(last_hidden_state=hidden, pooler_output=pooled,
+                               past_key_values=tuple(new_cache) if stateful else None)
+
+
+def _lm_dense(config: MegaConfig) -> nn.Linear | None:
+    return nn.Linear(config.hidden_size, config.hidden_size) if config.add_lm_hidden_dense_layer else None
+
+
+class MegaForCausalLM(nn.Module):
+    """Next-token logits, with incremental decoding when ``is_decoder`` is true and ``bidirectional`` false.
+
+    ``use_cache`` (default: the config's) returns ``past_key_values``: a tuple with one :class:`MegaLayerCache`
+    ``(key, value, ema_state)`` per layer, HF's per-layer tuple order, so HF's cache tuples load as they are:
+      key        (B, P, shared_representation_size)  attention keys the next token can see: every past token, or
+                                                      with ``use_chunking`` the current chunk's (P < chunk_size)
+      value      (B, P, intermediate_size)            the matching attention values
+      ema_state  (B, hidden_size, ema_projection_size) the EMA state after the last token
+    Feed it back with the next tokens (one or more) and an ``attention_mask`` covering past and new tokens; the
+    logits equal a full recomputation. With a cache the EMA runs untruncated, as HF's cached path does.
+    """
+
+    ignored_checkpoint_keys: ClassVar[tuple[str, ...]] = IGNORED_KEYS
+
+    def __init__(self, config: MegaConfig):
+        super().__init__()
+        self.config = config
+        self.mega = MegaModel(config, add_pooling_layer=False)
+        self.dense = _lm_dense(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.mega.embedding_layer.word_embeddings.weight
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
+                past_key_values=None, use_cache=None) -> CausalLMOutput:
+        out = self.mega(input_ids, attention_mask, token_type_ids, inputs_embeds, past_key_values, use_cache)
+        hidden = out.last_hidden_state
+        if self.dense is not None:
+            hidden = torch.tanh(self.dense(hidden))
+        return CausalLMOutput(logits=self.lm_head(hidden), past_key_values=out.past_key_values)
+
+
+class MegaForMaskedLM(nn.Module):
+    ignored_checkpoint_keys: ClassVar[tuple[str, ...]] = IGNORED_KEYS
+
+    def __init__(self, config: MegaConfig):
+        super().__init__()
+        self.config = config
+        self.mega = MegaModel(config, add_pooling_layer=False)
+        self.dense = _lm_dense(config)
+        self.mlm_head = nn.Linear(config.hidden_size, config.vocab_size)
+        if config.tie_word_embeddings:
+            self.mlm_head.weight = self.mega.embedding_layer.word_embeddings.weight
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None) -> MaskedLMOutput:
+        hidden = self.mega(input_ids, attention_mask, token_type_ids, inputs_embeds).last_hidden_state
+        if self.dense is not None:
+            hidden = torch.tanh(self.dense(hidden))
+        return MaskedLMOutput(logits=self.mlm_head(hidden))
+
+
+class MegaClassificationHead(nn.Module):
+    def __init__(self, config: MegaConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.out_proj = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(self, hidden):
+        return self.out_proj(torch.tanh(self.dense(hidden[:, 0])))  # (B, num_labels): the first token
+
+
+class MegaForSequenceClassification(nn.Module):
+    ignored_checkpoint_keys: ClassVar[tuple[str, ...]] = IGNORED_KEYS
+
+    def __init__(self, config: MegaConfig):
+        super().__init__()
+        self.config = config
+        self.mega = MegaModel(config, add_pooling_layer=False)
+        self.classifier = MegaClassificationHead(config)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None,
+                inputs_embeds=None) -> SequenceClassifierOutput:
+        hidden = self.mega(input_ids, attention_mask, token_type_ids, inputs_embeds).last_hidden_state
+        return SequenceClassifierOutput(logits=self.classifier(hidden))
+
+
+class MegaForMultipleChoice(nn.Module):
+    ignored_checkpoint_keys: ClassVar[tuple[str, ...]] = IGNORED_KEYS
+
+    def __init__(self, config: MegaConfig):
+        super().__init__()
+        self.config = config
+        self.mega = MegaModel(config)
+        self.classifier = nn.Linear(config.hidden_size, 1)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None,
+                inputs_embeds=None) -> MultipleChoiceModelOutput:
+        source = input_ids if input_ids is not None else inputs_embeds
+        if source is None or source.dim() < 3:
+            raise ValueError("multiple choice inputs must be (batch, choices, sequence) ids or embeddings")
+        num_choices = source.shape[1]
+
+        def flat(t, keep):  # (B, C, L, ...) -> (B * C, L, ...)
+            return None if t is None else t.reshape(-1, *t.shape[2:2 + keep])
+
+        pooled = self.mega(flat(input_ids, 1), flat(attention_mask, 1), flat(token_type_ids, 1),
+                           flat(inputs_embeds, 2)).pooler_output  # (B * C, D)
+        return MultipleChoiceModelOutput(logits=self.classifier(pooled).view(-1, num_choices))  # (B, C)
+
+
+class MegaForTokenClassification(nn.Module):
+    ignored_checkpoint_keys: ClassVar[tuple[str, ...]] = IGNORED_KEYS
+
+    def __init__(self, config: MegaConfig):
+        super().__init__()
+        self.config = config
+        self.mega = MegaModel(config, add_pooling_layer=False)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None,
+                inputs_embeds=None) -> TokenClassifierOutput:
+        hidden = self.mega(input_ids, attention_mask, token_type_ids, inputs_embeds).last_hidden_state
+        return TokenClassifierOutput(logits=self.classifier(hidden))
+
+
+class MegaForQuestionAnswering(nn.Module):
+    ignored_checkpoint_keys: ClassVar[tuple[str, ...]] = IGNORED_KEYS
+
+    def __init__(self, config: MegaConfig):
+        super().__init__()
+        if config.num_labels != 2:
+            # HF sizes qa_outputs by num_labels but splits it into exactly (start, end).
+            raise ConfigError(f"config key 'num_labels' must be 2 for question answering, got {config.num_labels}")
+        self.config = config
+        self.mega = MegaModel(config, add_pooling_layer=False)
+        self.qa_outputs = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None,
+                inputs_embeds=None) -> QuestionAnsweringModelOutput:
+        hidden = self.mega(input_ids, attention_mask, token_type_ids, inputs_embeds).last_hidden_state
+        start, end = self.qa_outputs(hidden).split(1, dim=-1)  # (B, L, 1) each
+        return QuestionAnsweringModelOutput(start_logits=start.squeeze(-1).contiguous(),
+                                            end_logits=end.squeeze(-1).contiguous())
+
+
+ARCHITECTURE = Architecture(
+    model_type="mega",
+    class_prefix="Mega",
+    config_class=MegaConfig,
+    heads={
+        "Model": MegaModel,
+        "ForCausalLM": MegaForCausalLM,
+        "ForMaskedLM": MegaForMaskedLM,
+        "ForSequenceClassification": MegaForSequenceClassification,
+        "ForMultipleChoice": MegaForMultipleChoice,
+        "ForTokenClassification": MegaForTokenClassification,
+        "ForQuestionAnswering": MegaForQuestionAnswering,
+    },
+    base_model_prefix="mega",
+)
