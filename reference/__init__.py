@@ -5,6 +5,7 @@ Standalone modules with Hugging Face's parameter names and output field names, c
 :func:`from_pretrained` and write one with :func:`save_pretrained`.
 """
 
+from . import ops
 from .checkpoint import CheckpointError, build_model, from_pretrained, read_config, save_pretrained
 from .config import ConfigError, HFConfig
 from .registry import Architecture, all_architectures, get_architecture, model_types
@@ -19,6 +20,7 @@ __all__ = [
     "from_pretrained",
     "get_architecture",
     "model_types",
+    "ops",
     "read_config",
     "save_pretrained",
 ]

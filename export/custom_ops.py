@@ -1,0 +1,3 @@
+"""Placeholder: the ONNX translation of the custom ops (MraAttention, MegaEma) lands here."""
+
+TRANSLATION_TABLE: dict = {}
