@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .activations import get_activation
+from .bert_blocks import Intermediate, LMPredictionHead, OnlyMLMHead, fold_choices, split_start_end
 from .config import ConfigError, HFConfig, require
 from .outputs import (
     BaseModelOutput,
@@ -234,10 +235,15 @@ class MegatronBertSelfAttention(nn.Module):
         return context, (key, value)
 
 
-class MegatronBertSelfOutput(nn.Module):
-    def __init__(self, config: MegatronBertConfig):
+class MegatronBertOutput(nn.Module):
+    """``residual + dense(x)``, input_size -> hidden_size: HF's ``MegatronBertSelfOutput`` and ``MegatronBertOutput``.
+
+    BERT's LayerNorm after the sum is gone: Megatron normalises each sub-layer's input instead.
+    """
+
+    def __init__(self, config: MegatronBertConfig, input_size: int):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = nn.Linear(input_size, config.hidden_size)
 
     def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         return residual + self.dense(hidden_states)
@@ -250,32 +256,13 @@ class MegatronBertAttention(nn.Module):
         super().__init__()
         self.ln = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.self = MegatronBertSelfAttention(config)
-        self.output = MegatronBertSelfOutput(config)
+        self.output = MegatronBertOutput(config, config.hidden_size)
 
     def forward(self, hidden_states, attention_mask, encoder_hidden_states=None, past_key_value=None, past_length=0):
         context, cache = self.self(
             self.ln(hidden_states), attention_mask, encoder_hidden_states, past_key_value, past_length
         )
         return self.output(context, hidden_states), cache
-
-
-class MegatronBertIntermediate(nn.Module):
-    def __init__(self, config: MegatronBertConfig):
-        super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.intermediate_act_fn = get_activation(config.hidden_act)
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.intermediate_act_fn(self.dense(hidden_states))
-
-
-class MegatronBertOutput(nn.Module):
-    def __init__(self, config: MegatronBertConfig):
-        super().__init__()
-        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
-
-    def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return residual + self.dense(hidden_states)
 
 
 class MegatronBertLayer(nn.Module):
@@ -285,8 +272,8 @@ class MegatronBertLayer(nn.Module):
         if config.add_cross_attention:
             self.crossattention = MegatronBertAttention(config)
         self.ln = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.intermediate = MegatronBertIntermediate(config)
-        self.output = MegatronBertOutput(config)
+        self.intermediate = Intermediate(config)
+        self.output = MegatronBertOutput(config, config.intermediate_size)
 
     def forward(
         self,
@@ -449,40 +436,6 @@ class MegatronBertModel(nn.Module):
 # ----------------------------------------------------------------------------------------------- heads
 
 
-class MegatronBertPredictionHeadTransform(nn.Module):
-    def __init__(self, config: MegatronBertConfig):
-        super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.transform_act_fn = get_activation(config.hidden_act)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.transform_act_fn(self.dense(hidden_states)))
-
-
-class MegatronBertLMPredictionHead(nn.Module):
-    """Transform, then project onto the vocabulary. ``decoder.bias`` *is* ``bias`` (one Parameter, two names)."""
-
-    def __init__(self, config: MegatronBertConfig):
-        super().__init__()
-        self.transform = MegatronBertPredictionHeadTransform(config)
-        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
-        self.decoder.bias = self.bias
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.transform(hidden_states))
-
-
-class MegatronBertOnlyMLMHead(nn.Module):
-    def __init__(self, config: MegatronBertConfig):
-        super().__init__()
-        self.predictions = MegatronBertLMPredictionHead(config)
-
-    def forward(self, sequence_output: torch.Tensor) -> torch.Tensor:
-        return self.predictions(sequence_output)
-
-
 class MegatronBertOnlyNSPHead(nn.Module):
     def __init__(self, config: MegatronBertConfig):
         super().__init__()
@@ -495,7 +448,7 @@ class MegatronBertOnlyNSPHead(nn.Module):
 class MegatronBertPreTrainingHeads(nn.Module):
     def __init__(self, config: MegatronBertConfig):
         super().__init__()
-        self.predictions = MegatronBertLMPredictionHead(config)
+        self.predictions = LMPredictionHead(config)
         self.seq_relationship = nn.Linear(config.hidden_size, 2)
 
 
@@ -546,7 +499,7 @@ class MegatronBertForCausalLM(_Head):
         if not config.is_decoder:
             warnings.warn("MegatronBertForCausalLM with is_decoder=false attends both ways and keeps no cache "
                           "(as HF does); set is_decoder=true for a causal LM", stacklevel=2)
-        self.cls = MegatronBertOnlyMLMHead(config)
+        self.cls = OnlyMLMHead(config)
         _tie_lm_decoder(self)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
@@ -568,7 +521,7 @@ class MegatronBertForMaskedLM(_Head):
         if config.is_decoder:
             warnings.warn("MegatronBertForMaskedLM with is_decoder=true applies a causal mask (as HF does); "
                           "set is_decoder=false for bi-directional attention", stacklevel=2)
-        self.cls = MegatronBertOnlyMLMHead(config)
+        self.cls = OnlyMLMHead(config)
         _tie_lm_decoder(self)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
@@ -616,12 +569,10 @@ class MegatronBertForMultipleChoice(_Head):
             raise ValueError("multiple choice takes input_ids (batch, choices, length) "
                              "or inputs_embeds (batch, choices, length, hidden)")
         num_choices = reference.shape[1]
-
-        def flat(x: torch.Tensor | None, trailing: int) -> torch.Tensor | None:
-            return None if x is None else x.reshape(-1, *x.shape[x.dim() - trailing:])  # (B*C, L[, H])
-
-        out = self._encode(flat(input_ids, 1), flat(attention_mask, 1), flat(token_type_ids, 1),
-                           flat(position_ids, 1), flat(inputs_embeds, 2))
+        # As HF, fold every leading dimension: (..., L) -> (B*C, L) and (..., L, hidden) -> (B*C, L, hidden).
+        out = self._encode(fold_choices(input_ids, keep=1), fold_choices(attention_mask, keep=1),
+                           fold_choices(token_type_ids, keep=1), fold_choices(position_ids, keep=1),
+                           fold_choices(inputs_embeds, keep=2))
         logits = self.classifier(out.pooler_output)  # (B*C, 1)
         return MultipleChoiceModelOutput(logits=logits.view(-1, num_choices))  # (B, C)
 
@@ -653,9 +604,8 @@ class MegatronBertForQuestionAnswering(_Head):
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None) -> QuestionAnsweringModelOutput:
         out = self._encode(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
-        logits = self.qa_outputs(out.last_hidden_state)  # (B, L, 2)
-        start_logits, end_logits = logits.unbind(dim=-1)  # (B, L) each
-        return QuestionAnsweringModelOutput(start_logits=start_logits.contiguous(), end_logits=end_logits.contiguous())
+        start_logits, end_logits = split_start_end(self.qa_outputs(out.last_hidden_state))  # (B, L) each
+        return QuestionAnsweringModelOutput(start_logits=start_logits, end_logits=end_logits)
 
 
 ARCHITECTURE = Architecture(

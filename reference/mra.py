@@ -28,6 +28,14 @@ import torch
 from torch import nn
 
 from .activations import get_activation
+from .bert_blocks import (
+    FirstTokenClassificationHead,
+    OffsetPositionEmbeddings,
+    OnlyMLMHead,
+    PostNormEncoder,
+    fold_choices,
+    split_start_end,
+)
 from .config import HFConfig, require
 from .ops.mra_attention import BLOCK_SIZE, mra_attention
 from .outputs import (
@@ -39,9 +47,6 @@ from .outputs import (
     TokenClassifierOutput,
 )
 from .registry import Architecture
-
-# HF's position ids start at 2 (RoBERTa's padding offset), so the table has max_position_embeddings + 2 rows.
-POSITION_OFFSET = 2
 
 
 @dataclass(frozen=True)
@@ -98,29 +103,6 @@ class MraConfig(HFConfig):
         return min(rows * self.block_per_row, rows * rows)
 
 
-class MraEmbeddings(nn.Module):
-    def __init__(self, config: MraConfig):
-        super().__init__()
-        self.config = config
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings + POSITION_OFFSET, config.hidden_size)
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        positions = torch.arange(config.max_position_embeddings)[None, :] + POSITION_OFFSET  # (1, max_pos)
-        self.register_buffer("position_ids", positions, persistent=False)
-
-    def forward(self, input_ids, token_type_ids, position_ids, inputs_embeds) -> torch.Tensor:
-        if inputs_embeds is None:
-            inputs_embeds = self.word_embeddings(input_ids)  # (B, L, hidden)
-        length = inputs_embeds.shape[1]
-        if position_ids is None:
-            position_ids = self.position_ids[:, :length]  # (1, L)
-        if token_type_ids is None:
-            token_type_ids = torch.zeros(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
-        embeddings = inputs_embeds + self.token_type_embeddings(token_type_ids) + self.position_embeddings(position_ids)
-        return self.LayerNorm(embeddings)
-
-
 class MraSelfAttention(nn.Module):
     def __init__(self, config: MraConfig):
         super().__init__()
@@ -154,69 +136,6 @@ class MraSelfAttention(nn.Module):
         return context.transpose(1, 2).reshape(batch, length, hidden)  # (B, L, H*D)
 
 
-class MraSelfOutput(nn.Module):
-    def __init__(self, config: MraConfig):
-        super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-
-    def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.dense(hidden_states) + input_tensor)
-
-
-class MraAttention(nn.Module):
-    def __init__(self, config: MraConfig):
-        super().__init__()
-        self.self = MraSelfAttention(config)
-        self.output = MraSelfOutput(config)
-
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.output(self.self(hidden_states, attention_mask), hidden_states)
-
-
-class MraIntermediate(nn.Module):
-    def __init__(self, config: MraConfig):
-        super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.intermediate_act_fn = get_activation(config.hidden_act)
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.intermediate_act_fn(self.dense(hidden_states))
-
-
-class MraOutput(nn.Module):
-    def __init__(self, config: MraConfig):
-        super().__init__()
-        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-
-    def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.dense(hidden_states) + input_tensor)
-
-
-class MraLayer(nn.Module):
-    def __init__(self, config: MraConfig):
-        super().__init__()
-        self.attention = MraAttention(config)
-        self.intermediate = MraIntermediate(config)
-        self.output = MraOutput(config)
-
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        attention_output = self.attention(hidden_states, attention_mask)
-        return self.output(self.intermediate(attention_output), attention_output)
-
-
-class MraEncoder(nn.Module):
-    def __init__(self, config: MraConfig):
-        super().__init__()
-        self.layer = nn.ModuleList([MraLayer(config) for _ in range(config.num_hidden_layers)])
-
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        for layer in self.layer:
-            hidden_states = layer(hidden_states, attention_mask)
-        return hidden_states
-
-
 _IGNORED_KEYS = (r"embeddings\.position_ids$", r"embeddings\.token_type_ids$")
 
 
@@ -228,8 +147,8 @@ class MraModel(nn.Module):
     def __init__(self, config: MraConfig):
         super().__init__()
         self.config = config
-        self.embeddings = MraEmbeddings(config)
-        self.encoder = MraEncoder(config)
+        self.embeddings = OffsetPositionEmbeddings(config)
+        self.encoder = PostNormEncoder(config, MraSelfAttention)  # BERT's post-LayerNorm layers
 
     def forward(
         self,
@@ -267,38 +186,6 @@ class MraModel(nn.Module):
         return BaseModelOutput(last_hidden_state=self.encoder(hidden_states, mask))
 
 
-class MraPredictionHeadTransform(nn.Module):
-    def __init__(self, config: MraConfig):
-        super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.transform_act_fn = get_activation(config.hidden_act)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.transform_act_fn(self.dense(hidden_states)))
-
-
-class MraLMPredictionHead(nn.Module):
-    def __init__(self, config: MraConfig):
-        super().__init__()
-        self.transform = MraPredictionHeadTransform(config)
-        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
-        self.decoder.bias = self.bias  # one Parameter under both HF names
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.transform(hidden_states))
-
-
-class MraOnlyMLMHead(nn.Module):
-    def __init__(self, config: MraConfig):
-        super().__init__()
-        self.predictions = MraLMPredictionHead(config)
-
-    def forward(self, sequence_output: torch.Tensor) -> torch.Tensor:
-        return self.predictions(sequence_output)
-
-
 class MraForMaskedLM(nn.Module):
     ignored_checkpoint_keys: ClassVar[tuple[str, ...]] = _IGNORED_KEYS
 
@@ -306,7 +193,7 @@ class MraForMaskedLM(nn.Module):
         super().__init__()
         self.config = config
         self.mra = MraModel(config)
-        self.cls = MraOnlyMLMHead(config)
+        self.cls = OnlyMLMHead(config)
         if config.tie_word_embeddings:
             self.cls.predictions.decoder.weight = self.mra.embeddings.word_embeddings.weight
 
@@ -316,19 +203,6 @@ class MraForMaskedLM(nn.Module):
         return MaskedLMOutput(logits=self.cls(hidden))  # (B, L, vocab)
 
 
-class MraClassificationHead(nn.Module):
-    """HF's sentence head: the first token through dense -> hidden_act (not tanh) -> out_proj."""
-
-    def __init__(self, config: MraConfig):
-        super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.out_proj = nn.Linear(config.hidden_size, config.num_labels)
-        self.act = get_activation(config.hidden_act)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.out_proj(self.act(self.dense(features[:, 0, :])))
-
-
 class MraForSequenceClassification(nn.Module):
     ignored_checkpoint_keys: ClassVar[tuple[str, ...]] = _IGNORED_KEYS
 
@@ -336,7 +210,8 @@ class MraForSequenceClassification(nn.Module):
         super().__init__()
         self.config = config
         self.mra = MraModel(config)
-        self.classifier = MraClassificationHead(config)
+        # HF's sentence head (YOSO's): the first token through dense -> hidden_act (not tanh) -> out_proj.
+        self.classifier = FirstTokenClassificationHead(config, get_activation(config.hidden_act))
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None) -> SequenceClassifierOutput:
@@ -360,12 +235,8 @@ class MraForMultipleChoice(nn.Module):
         if source is None or source.dim() != (3 if input_ids is not None else 4):
             raise ValueError("MraForMultipleChoice: input_ids must be (batch, num_choices, seq_len)")
         num_choices = source.shape[1]
-
-        def flat(x: torch.Tensor | None) -> torch.Tensor | None:
-            return None if x is None else x.reshape(-1, *x.shape[2:])  # (B*C, L[, hidden])
-
-        hidden = self.mra(flat(input_ids), flat(attention_mask), flat(token_type_ids), flat(position_ids),
-                          flat(inputs_embeds)).last_hidden_state  # (B*C, L, hidden)
+        inputs = (input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
+        hidden = self.mra(*(fold_choices(x) for x in inputs)).last_hidden_state  # (B*C, L, hidden)
         pooled = torch.relu(self.pre_classifier(hidden[:, 0]))  # (B*C, hidden)
         return MultipleChoiceModelOutput(logits=self.classifier(pooled).view(-1, num_choices))  # (B, C)
 
@@ -398,8 +269,8 @@ class MraForQuestionAnswering(nn.Module):
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None) -> QuestionAnsweringModelOutput:
         hidden = self.mra(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds).last_hidden_state
-        start, end = self.qa_outputs(hidden).unbind(dim=-1)  # (B, L) each
-        return QuestionAnsweringModelOutput(start_logits=start.contiguous(), end_logits=end.contiguous())
+        start, end = split_start_end(self.qa_outputs(hidden))  # (B, L) each
+        return QuestionAnsweringModelOutput(start_logits=start, end_logits=end)
 
 
 ARCHITECTURE = Architecture(

@@ -36,6 +36,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .activations import get_activation
+from .bert_blocks import (
+    FirstTokenClassificationHead,
+    OffsetPositionEmbeddings,
+    OnlyMLMHead,
+    PostNormEncoder,
+    fold_choices,
+    split_start_end,
+)
 from .config import HFConfig, require
 from .outputs import (
     BaseModelOutput,
@@ -49,8 +57,6 @@ from .registry import Architecture
 
 #: Iterations of the pseudo-inverse, as HF (``iterative_inv(mat, n_iter=6)``) and the paper.
 PINV_ITERATIONS = 6
-#: HF's position ids start at 2 (a RoBERTa-style offset); rows 0 and 1 of the position table are never used.
-POSITION_OFFSET = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,34 +119,6 @@ class NystromformerConfig(HFConfig):
             require(self.segment_means_seq_len <= self.max_position_embeddings, "segment_means_seq_len",
                     f"must be at most max_position_embeddings ({self.max_position_embeddings}): every input is "
                     f"padded to it, got {self.segment_means_seq_len}")
-
-
-# ----------------------------------------------------------------------------------------------- embeddings
-
-
-class NystromformerEmbeddings(nn.Module):
-    def __init__(self, config: NystromformerConfig):
-        super().__init__()
-        self.config = config
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings + POSITION_OFFSET, config.hidden_size)
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        positions = torch.arange(config.max_position_embeddings) + POSITION_OFFSET
-        self.register_buffer("position_ids", positions[None, :], persistent=False)  # (1, max_positions)
-
-    def forward(self, input_ids, token_type_ids, position_ids, inputs_embeds) -> torch.Tensor:
-        if inputs_embeds is None:
-            inputs_embeds = self.word_embeddings(input_ids)
-        seq_len = inputs_embeds.shape[1]
-        if token_type_ids is None:
-            token_type_ids = torch.zeros(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
-        embeddings = inputs_embeds + self.token_type_embeddings(token_type_ids)
-        if self.config.position_embedding_type == "absolute":
-            if position_ids is None:
-                position_ids = self.position_ids[:, :seq_len]
-            embeddings = embeddings + self.position_embeddings(position_ids)
-        return self.LayerNorm(embeddings)
 
 
 # ----------------------------------------------------------------------------------------------- attention
@@ -227,69 +205,6 @@ class NystromformerSelfAttention(nn.Module):
         return context.transpose(1, 2).reshape(batch, seq_len, hidden)  # (B, L, H*D)
 
 
-class NystromformerSelfOutput(nn.Module):
-    def __init__(self, config: NystromformerConfig):
-        super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-
-    def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.dense(hidden_states) + residual)
-
-
-class NystromformerAttention(nn.Module):
-    def __init__(self, config: NystromformerConfig):
-        super().__init__()
-        self.self = NystromformerSelfAttention(config)
-        self.output = NystromformerSelfOutput(config)
-
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.output(self.self(hidden_states, attention_mask), hidden_states)
-
-
-class NystromformerIntermediate(nn.Module):
-    def __init__(self, config: NystromformerConfig):
-        super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.act = get_activation(config.hidden_act)
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.act(self.dense(hidden_states))
-
-
-class NystromformerOutput(nn.Module):
-    def __init__(self, config: NystromformerConfig):
-        super().__init__()
-        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-
-    def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.dense(hidden_states) + residual)
-
-
-class NystromformerLayer(nn.Module):
-    def __init__(self, config: NystromformerConfig):
-        super().__init__()
-        self.attention = NystromformerAttention(config)
-        self.intermediate = NystromformerIntermediate(config)
-        self.output = NystromformerOutput(config)
-
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        attention_output = self.attention(hidden_states, attention_mask)
-        return self.output(self.intermediate(attention_output), attention_output)
-
-
-class NystromformerEncoder(nn.Module):
-    def __init__(self, config: NystromformerConfig):
-        super().__init__()
-        self.layer = nn.ModuleList(NystromformerLayer(config) for _ in range(config.num_hidden_layers))
-
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        for layer in self.layer:
-            hidden_states = layer(hidden_states, attention_mask)
-        return hidden_states
-
-
 # ----------------------------------------------------------------------------------------------- the bare model
 
 #: Buffers old HF checkpoints may carry; we recompute them.
@@ -302,8 +217,8 @@ class NystromformerModel(nn.Module):
     def __init__(self, config: NystromformerConfig):
         super().__init__()
         self.config = config
-        self.embeddings = NystromformerEmbeddings(config)
-        self.encoder = NystromformerEncoder(config)
+        self.embeddings = OffsetPositionEmbeddings(config)
+        self.encoder = PostNormEncoder(config, NystromformerSelfAttention)  # BERT's post-LayerNorm layers
 
     def _check_length(self, seq_len: int) -> None:
         config = self.config
@@ -391,38 +306,6 @@ class NystromformerModel(nn.Module):
 # ----------------------------------------------------------------------------------------------- heads
 
 
-class NystromformerPredictionHeadTransform(nn.Module):
-    def __init__(self, config: NystromformerConfig):
-        super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.act = get_activation(config.hidden_act)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.act(self.dense(hidden_states)))
-
-
-class NystromformerLMPredictionHead(nn.Module):
-    def __init__(self, config: NystromformerConfig):
-        super().__init__()
-        self.transform = NystromformerPredictionHeadTransform(config)
-        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
-        self.decoder.bias = self.bias  # one tensor under both of HF's names
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.transform(hidden_states))
-
-
-class NystromformerOnlyMLMHead(nn.Module):
-    def __init__(self, config: NystromformerConfig):
-        super().__init__()
-        self.predictions = NystromformerLMPredictionHead(config)
-
-    def forward(self, sequence_output: torch.Tensor) -> torch.Tensor:
-        return self.predictions(sequence_output)
-
-
 class NystromformerForMaskedLM(nn.Module):
     ignored_checkpoint_keys: ClassVar[tuple[str, ...]] = _IGNORED_KEYS
 
@@ -430,7 +313,7 @@ class NystromformerForMaskedLM(nn.Module):
         super().__init__()
         self.config = config
         self.nystromformer = NystromformerModel(config)
-        self.cls = NystromformerOnlyMLMHead(config)
+        self.cls = OnlyMLMHead(config)
         if config.tie_word_embeddings:
             self.cls.predictions.decoder.weight = self.nystromformer.embeddings.word_embeddings.weight
 
@@ -447,17 +330,6 @@ class NystromformerForMaskedLM(nn.Module):
         return MaskedLMOutput(logits=self.cls(hidden.last_hidden_state))  # (B, L, vocab)
 
 
-class NystromformerClassificationHead(nn.Module):
-    def __init__(self, config: NystromformerConfig):
-        super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.out_proj = nn.Linear(config.hidden_size, config.num_labels)
-        self.act = get_activation(config.hidden_act)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.out_proj(self.act(self.dense(features[:, 0])))  # the <s> token, (B, num_labels)
-
-
 class NystromformerForSequenceClassification(nn.Module):
     ignored_checkpoint_keys: ClassVar[tuple[str, ...]] = _IGNORED_KEYS
 
@@ -465,7 +337,8 @@ class NystromformerForSequenceClassification(nn.Module):
         super().__init__()
         self.config = config
         self.nystromformer = NystromformerModel(config)
-        self.classifier = NystromformerClassificationHead(config)
+        # HF's sentence head applies hidden_act to the <s> token's dense projection, not RoBERTa's tanh.
+        self.classifier = FirstTokenClassificationHead(config, get_activation(config.hidden_act))
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None) -> SequenceClassifierOutput:
@@ -489,12 +362,8 @@ class NystromformerForMultipleChoice(nn.Module):
         if reference is None or reference.dim() != (3 if input_ids is not None else 4):
             raise ValueError("multiple choice inputs are (batch, num_choices, seq_len[, hidden])")
         num_choices = reference.shape[1]
-
-        def flat(x):  # (B, C, L, ...) -> (B*C, L, ...)
-            return None if x is None else x.reshape(-1, *x.shape[2:])
-
-        hidden = self.nystromformer(flat(input_ids), flat(attention_mask), flat(token_type_ids),
-                                    flat(position_ids), flat(inputs_embeds)).last_hidden_state  # (B*C, L, hidden)
+        inputs = (input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
+        hidden = self.nystromformer(*(fold_choices(x) for x in inputs)).last_hidden_state  # (B*C, L, hidden)
         pooled = torch.relu(self.pre_classifier(hidden[:, 0]))  # (B*C, hidden)
         return MultipleChoiceModelOutput(logits=self.classifier(pooled).view(-1, num_choices))  # (B, C)
 
@@ -526,7 +395,7 @@ class NystromformerForQuestionAnswering(nn.Module):
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None) -> QuestionAnsweringModelOutput:
         hidden = self.nystromformer(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
-        start, end = self.qa_outputs(hidden.last_hidden_state).unbind(dim=-1)  # (B, L) each
+        start, end = split_start_end(self.qa_outputs(hidden.last_hidden_state))  # (B, L) each
         return QuestionAnsweringModelOutput(start_logits=start, end_logits=end)
 
 
