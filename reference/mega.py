@@ -7,8 +7,10 @@ whose fairseq code HF ported. Batch-first throughout; HF is time-first ``(L, B, 
 One block (``MegaBlock``), x being (B, L, D):
     x' = norm(x) (pre-norm)        v = act(v_proj(x'))                 e = silu(EMA(x') + omega * x')
     r, qk, g, i = split(mx_proj(e))  q, k = silu(qk) * qk_weight + qk_bias    (one shared head of width S)
-    h = act(i + h_proj(attention(q, k, v) * silu(g)))     out = x + sigmoid(r) * (h - x)     then the NFFN
-The EMA is the custom op ``tensorkiln::mega_ema`` (``reference/ops/mega_ema.py``).
+    h = act(i + h_proj(attention(q, k, v) * silu(g)))     out = x + sigmoid(r) * (h - x)
+then, with ``add_cross_attention``, the gated cross-attention to the encoder output (``MegaGatedCrossAttention``),
+then the NFFN. The EMA is the custom op ``tensorkiln::mega_ema`` (``reference/ops/mega_ema.py``); the norms and the
+relative position biases are in ``reference/mega_layers.py``.
 
 Where we differ from HF (only where HF errors or returns NaN; see NOTES.md):
   * ``use_chunking`` with a length that is not a multiple of ``chunk_size``: HF fails in a reshape; we pad the
@@ -17,8 +19,10 @@ Where we differ from HF (only where HF errors or returns NaN; see NOTES.md):
   * a causal softmax row with every key masked (left padding): HF gives NaN, which its EMA then spreads to the
     whole sequence; we give that row zero attention.
   * incremental decoding: HF's laplace/relu2 attention divides by 1 instead of the number of visible keys once a
-    cache is passed, and it masks the past keys with the newest token's mask only; we reproduce its full pass.
+    cache is passed, and it masks the past keys with the newest token's mask only; its cross-attention takes the
+    relative bias of the position after the right one (``prev_self_key.size(1) + 1``). We reproduce its full pass.
     HF cannot cache with chunking (a shape error); we can.
+  * cross-attention to an encoder output that is all padding: HF gives NaN; those queries attend to nothing here.
 The EMA ignores ``truncation`` whenever the decoder caches (HF's ``ema_step`` builds the full kernel), and HF's
 RMSNorm discards its normalisation (it only multiplies by the weight): both are reproduced.
 """
@@ -26,7 +30,6 @@ RMSNorm discards its normalisation (it only multiplies by the weight): both are 
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import ClassVar, Literal, NamedTuple
 
 import torch
@@ -35,6 +38,7 @@ from torch import nn
 
 from .activations import get_activation
 from .config import ConfigError, HFConfig, require
+from .mega_layers import MegaSequenceNorm, relative_position_bias
 from .ops.mega_ema import mega_ema
 from .outputs import (
     BaseModelOutput,
@@ -114,38 +118,41 @@ class MegaConfig(HFConfig):
                     f"must not exceed max_positions ({self.max_positions}) with the simple relative bias")
         require(self.pad_token_id is None or 0 <= self.pad_token_id < self.vocab_size, "pad_token_id",
                 f"must be a token id below vocab_size ({self.vocab_size}), got {self.pad_token_id}")
-        require(not self.add_cross_attention, "add_cross_attention",
-                "is not supported: tensorkiln's Mega has no gated cross-attention (encoder-decoder) layer")
-        get_activation(_ACTIVATION_ALIASES.get(self.activation, self.activation), "activation")
+        require(not self.add_cross_attention or self.is_decoder, "add_cross_attention",
+                "needs is_decoder=true: only a decoder attends to an encoder's output")
+        get_activation(self.activation, "activation")
 
 
-# HF's AccurateGELUActivation ("gelu_accurate") is the same tanh formula as NewGELUActivation ("gelu_new").
-_ACTIVATION_ALIASES = {"gelu_accurate": "gelu_new"}
-
-
-def _laplace(x: torch.Tensor, mu: float = 0.707107, sigma: float = 0.282095) -> torch.Tensor:
-    # HF's LaplaceActivation: a Gaussian CDF centred on 1/sqrt(2), Mega's bounded alternative to relu^2.
-    return 0.5 * (1.0 + torch.erf((x - mu).div(sigma * math.sqrt(2.0))))
-
-
-def _relu2(x: torch.Tensor) -> torch.Tensor:
-    return torch.square(F.relu(x))
+def _attention_function(config: MegaConfig):
+    """laplace / relu2 for element-wise attention (HF's ACT2FN entries); None for softmax."""
+    if config.attention_activation == "softmax":
+        return None
+    return get_activation(config.attention_activation, "attention_activation")
 
 
 class MegaLayerCache(NamedTuple):
-    """One decoder layer's incremental state, in HF's order ``(self_key, self_value, self_ema_state)``.
+    """One decoder layer's incremental state. The first five fields are HF's per-layer tuple, in its order
+    ``(self_key, self_value, self_ema_state[, cross_key, cross_value])``, so HF's tuples load as they are.
 
-    key (B, P, S) and value (B, P, intermediate_size) are the attention's keys/values of the P tokens the next token
-    can attend to: all past tokens, or with ``use_chunking`` those of the current chunk (empty at a chunk boundary).
-    ema_state (B, hidden_size, ema_projection_size) is the EMA state after the last token.
+    key         (B, P, S)  self-attention keys of the P tokens the next token can attend to: all past tokens, or
+                           with ``use_chunking`` those of the current chunk (empty at a chunk boundary)
+    value       (B, P, intermediate_size)  the matching self-attention values
+    ema_state   (B, hidden_size, ema_projection_size)  the EMA state after the last token
+    cross_key   (B, Ls, S) cross-attention keys of the encoder output (``add_cross_attention``; else None)
+    cross_value (B, Ls, hidden_size)  the matching cross-attention values; both are computed once, on the first pass
+    length      the number of decoder tokens seen, i.e. the next token's position, which the cross-attention's
+                relative bias needs. None in HF's tuples, where it is the key length (HF cannot cache with chunking).
     """
 
     key: torch.Tensor
     value: torch.Tensor
     ema_state: torch.Tensor
+    cross_key: torch.Tensor | None = None
+    cross_value: torch.Tensor | None = None
+    length: int | None = None
 
 
-# ----------------------------------------------------------------------------------------------- embeddings, biases
+# ----------------------------------------------------------------------------------------------- embeddings
 
 
 class MegaEmbeddings(nn.Module):
@@ -165,146 +172,6 @@ class MegaEmbeddings(nn.Module):
                 token_type_ids = torch.zeros(embeddings.shape[:2], dtype=torch.long, device=embeddings.device)
             embeddings = embeddings + self.token_type_embeddings(token_type_ids)
         return embeddings  # (B, L, D)
-
-
-def _bias_limit(config: MegaConfig) -> int:
-    # HF bounds the bias by chunk_size whenever chunk_size is set, even with use_chunking off.
-    return config.max_positions if config.chunk_size < 0 else config.chunk_size
-
-
-class MegaSimpleRelativePositionalBias(nn.Module):
-    """A learned scalar per relative offset: bias[i, j] = rel_pos_bias[limit - 1 + j - i]."""
-
-    def __init__(self, config: MegaConfig):
-        super().__init__()
-        self.limit = _bias_limit(config)
-        self.rel_pos_bias = nn.Parameter(torch.empty(2 * config.max_positions - 1))
-
-    def forward(self, seq_len: int) -> torch.Tensor:
-        if seq_len > self.limit:
-            raise ValueError(
-                f"sequence (or chunk) length {seq_len} exceeds the simple relative bias's limit {self.limit} "
-                "(max_positions, or chunk_size when set); shorten the input or use chunking"
-            )
-        positions = torch.arange(seq_len, device=self.rel_pos_bias.device)
-        offsets = positions[None, :] - positions[:, None]  # (L, L): j - i
-        return self.rel_pos_bias[self.limit - 1 + offsets]  # (L, L)
-
-    def init_weights_(self, generator: torch.Generator, std: float) -> None:
-        with torch.no_grad():
-            self.rel_pos_bias.copy_(torch.randn(self.rel_pos_bias.shape, generator=generator) * std)
-
-
-class MegaRotaryRelativePositionalBias(nn.Module):
-    """bias[i, j] = rot_i(alpha) . rot_j(b_param): a function of j - i that extrapolates past max_positions."""
-
-    def __init__(self, config: MegaConfig):
-        super().__init__()
-        self.embed_dim = config.shared_representation_size
-        self.alpha = nn.Parameter(torch.empty(1, self.embed_dim))
-        self.b_param = nn.Parameter(torch.empty(1, self.embed_dim))
-
-    def _rotate(self, vector: torch.Tensor, seq_len: int) -> torch.Tensor:
-        half = self.embed_dim // 2
-        # HF's get_sinusoid_embeddings, op for op (its table rows do not depend on the table's length).
-        device = vector.device
-        freq = torch.exp(torch.arange(half, dtype=torch.int64, device=device).float() * -(math.log(10000) / half))
-        angles = torch.arange(seq_len, dtype=torch.float, device=device).unsqueeze(1) * freq.unsqueeze(0)  # (L, S/2)
-        sin, cos = angles.sin().to(vector), angles.cos().to(vector)
-        first, second = vector.expand(seq_len, self.embed_dim).chunk(2, dim=-1)  # (L, S/2) each
-        return torch.cat([first * cos - second * sin, second * cos + first * sin], dim=1)  # (L, S)
-
-    def forward(self, seq_len: int) -> torch.Tensor:
-        return self._rotate(self.alpha, seq_len) @ self._rotate(self.b_param, seq_len).T  # (L, L)
-
-    def init_weights_(self, generator: torch.Generator, std: float) -> None:
-        with torch.no_grad():
-            self.alpha.copy_(torch.randn(self.alpha.shape, generator=generator) * std)
-            self.b_param.copy_(torch.randn(self.b_param.shape, generator=generator) * std)
-
-
-# ----------------------------------------------------------------------------------------------- norms
-
-
-class MegaScaleNorm(nn.Module):
-    """x * scalar / sqrt(mean(x^2) + eps): RMSNorm with one learned scalar."""
-
-    def __init__(self, eps: float, affine: bool):
-        super().__init__()
-        self.eps = eps
-        self.scalar = nn.Parameter(torch.ones(1)) if affine else None
-
-    def forward(self, x):
-        mean_square = x.square().mean(dim=-1, keepdim=True)
-        if self.scalar is not None:
-            x = self.scalar * x
-        return x * torch.rsqrt(mean_square + self.eps)
-
-    def init_weights_(self, generator, std):
-        if self.scalar is not None:
-            nn.init.ones_(self.scalar)
-
-
-class MegaRMSNorm(nn.Module):
-    """HF's MegaRMSNorm as it behaves: it computes the RMS but drops the product, so it only scales by ``weight``
-    (and is the identity with ``norm_affine=False``). Reproduced because checkpoints were trained that way."""
-
-    def __init__(self, hidden_size: int, affine: bool):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(hidden_size)) if affine else None
-
-    def forward(self, x):
-        return x if self.weight is None else x * self.weight
-
-    def init_weights_(self, generator, std):
-        if self.weight is not None:
-            nn.init.ones_(self.weight)
-
-
-class MegaBatchNorm(nn.Module):
-    """Inference BatchNorm over the channel axis with the checkpoint's running statistics (HF's BatchNorm1d and
-    SyncBatchNorm in eval mode, both with track_running_stats). Per token, so the layout does not matter."""
-
-    def __init__(self, hidden_size: int, eps: float, affine: bool):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(hidden_size)) if affine else None
-        self.bias = nn.Parameter(torch.zeros(hidden_size)) if affine else None
-        self.register_buffer("running_mean", torch.zeros(hidden_size))
-        self.register_buffer("running_var", torch.ones(hidden_size))
-        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
-
-    def forward(self, x):
-        flat = x.reshape(-1, x.shape[-1])  # (B*L, D)
-        out = F.batch_norm(flat, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
-        return out.view_as(x)
-
-    def init_weights_(self, generator, std):
-        with torch.no_grad():
-            if self.weight is not None:
-                self.weight.fill_(1.0)
-                self.bias.zero_()
-            self.running_mean.zero_()
-            self.running_var.fill_(1.0)
-
-
-class MegaSequenceNorm(nn.Module):
-    """Holds the configured norm under ``.norm``, as HF's wrapper does (checkpoint keys ``...norm.norm.*``)."""
-
-    def __init__(self, config: MegaConfig, eps: float = 1e-5):
-        super().__init__()
-        kind, size, affine = config.normalization_type, config.hidden_size, config.norm_affine
-        if kind == "layernorm":
-            self.norm = nn.LayerNorm(size, eps=eps, elementwise_affine=affine)
-        elif kind == "scalenorm":
-            self.norm = MegaScaleNorm(eps, affine)
-        elif kind == "rmsnorm":
-            self.norm = MegaRMSNorm(size, affine)
-        else:  # batchnorm, syncbatchnorm: identical at inference
-            self.norm = MegaBatchNorm(size, eps, affine)
-
-    def forward(self, x):
-        return self.norm(x)
 
 
 # ----------------------------------------------------------------------------------------------- EMA and attention
@@ -357,7 +224,8 @@ class MegaMovingAverageGatedAttention(nn.Module):
         super().__init__()
         self.config = config
         hidden, shared, inner = config.hidden_size, config.shared_representation_size, config.intermediate_size
-        self.activation = get_activation(_ACTIVATION_ALIASES.get(config.activation, config.activation), "activation")
+        self.activation = get_activation(config.activation, "activation")
+        self.attention_function = _attention_function(config)
         self.norm = MegaSequenceNorm(config)
         self.ema_gate = MegaMultiDimensionDampedEma(config)
         self.v_proj = nn.Linear(hidden, inner)
@@ -365,10 +233,7 @@ class MegaMovingAverageGatedAttention(nn.Module):
         self.h_proj = nn.Linear(inner, hidden)
         self.qk_weight = nn.Parameter(torch.empty(2, shared))
         self.qk_bias = nn.Parameter(torch.empty(2, shared))
-        if config.relative_positional_bias == "simple":
-            self.rel_pos_bias = MegaSimpleRelativePositionalBias(config)
-        else:
-            self.rel_pos_bias = MegaRotaryRelativePositionalBias(config)
+        self.rel_pos_bias = relative_position_bias(config)
 
     def forward(self, hidden, mask, cache: MegaLayerCache | None, stateful: bool):
         """hidden (B, L, D); mask (B, P + L) in hidden's dtype or None; returns (B, L, D) and the new cache."""
@@ -433,7 +298,7 @@ class MegaMovingAverageGatedAttention(nn.Module):
         if key_mask is not None:
             key_mask = key_mask.reshape(batch, n_chunks, size)  # (B, C, Lk')
 
-        bias = self.rel_pos_bias(size)[offset:]  # (Lq', Lk')
+        bias = self.rel_pos_bias(size - offset, size, offset)  # (Lq', Lk')
         causal = None
         if config.is_decoder:
             causal = torch.ones(size, size, dtype=query.dtype, device=query.device).tril()[offset:]  # (Lq', Lk')
@@ -466,7 +331,7 @@ class MegaMovingAverageGatedAttention(nn.Module):
         else:
             lengths = key.shape[2]
         scores = query @ key.transpose(2, 3) / lengths + bias  # (B, C, Lq, Lk)
-        weights = _laplace(scores) if self.config.attention_activation == "laplace" else _relu2(scores)
+        weights = self.attention_function(scores)
         if key_mask is not None:
             weights = weights * key_mask.unsqueeze(2)
         if causal is not None:
@@ -479,11 +344,67 @@ class MegaMovingAverageGatedAttention(nn.Module):
             self.qk_bias.zero_()
 
 
+class MegaGatedCrossAttention(nn.Module):
+    """The decoder's gated single-head attention to the encoder output (``add_cross_attention``); no EMA.
+
+    x being the decoder states (B, L, D) and src the encoder output (B, Ls, D), used as given (not normalised):
+        r, g, q = split(q_proj(norm(x)))  (no activation on q)     k = k_proj(src)     v = act(v_proj(src))
+        h = act(h_proj(attention(q, k, v) * silu(g)))              out = x + sigmoid(r) * (h - x)
+    No causal mask and no chunking. The relative bias pairs the query's decoder position i with the key's encoder
+    position j (HF: row i of the square bias of the longer of the two lengths).
+    """
+
+    def __init__(self, config: MegaConfig):
+        super().__init__()
+        self.config = config
+        hidden, shared = config.hidden_size, config.shared_representation_size
+        self.activation = get_activation(config.activation, "activation")
+        self.attention_function = _attention_function(config)
+        self.norm = MegaSequenceNorm(config)
+        self.k_proj = nn.Linear(hidden, shared)
+        self.v_proj = nn.Linear(hidden, hidden)
+        self.q_proj = nn.Linear(hidden, 2 * hidden + shared)
+        self.h_proj = nn.Linear(hidden, hidden)
+        self.rel_pos_bias = relative_position_bias(config)
+
+    def project_encoder(self, encoder_hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The keys (B, Ls, S) and values (B, Ls, D) of the encoder output, cached while decoding."""
+        return self.k_proj(encoder_hidden), self.activation(self.v_proj(encoder_hidden))
+
+    def forward(self, hidden, key, value, key_mask, position: int):
+        """hidden (B, L, D) holds decoder positions position..position + L - 1; key (B, Ls, S), value (B, Ls, D);
+        key_mask (B, Ls) in hidden's dtype, 0 at encoder padding, or None. Returns (B, L, D)."""
+        config = self.config
+        x = self.norm(hidden) if config.normalize_before_mega else hidden
+        residual_weight, gate, query = torch.split(
+            self.q_proj(x), [config.hidden_size, config.hidden_size, config.shared_representation_size], dim=-1
+        )
+        bias = self.rel_pos_bias(query.shape[1], key.shape[1], position)  # (L, Ls)
+        if self.attention_function is None:  # softmax
+            scores = (query * config.shared_representation_size**-0.5) @ key.transpose(1, 2) + bias  # (B, L, Ls)
+            if key_mask is not None:
+                scores = scores.masked_fill(key_mask.unsqueeze(1) == 0, float("-inf"))
+            weights = torch.softmax(scores, dim=-1)
+            # An encoder output that is all padding: HF's softmax gives NaN; its queries attend to nothing here.
+            weights = weights.masked_fill(torch.isneginf(scores).all(dim=-1, keepdim=True), 0.0)
+        else:
+            # laplace / relu2: normalised by the number of real encoder tokens. HF does not clamp it, so an
+            # all-padding encoder output divides by 0 (NaN with relu2); its weights are 0 either way.
+            lengths = key.shape[1] if key_mask is None else key_mask.sum(dim=-1).clamp(min=1.0)[:, None, None]
+            weights = self.attention_function(query @ key.transpose(1, 2) / lengths + bias)  # (B, L, Ls)
+            if key_mask is not None:
+                weights = weights * key_mask.unsqueeze(1)
+        attended = weights @ value  # (B, L, D)
+        weighted = self.activation(self.h_proj(attended * F.silu(gate)))
+        out = torch.addcmul(hidden, torch.sigmoid(residual_weight), weighted - hidden)
+        return out if config.normalize_before_mega else self.norm(out)
+
+
 class MegaNormalizedFeedForwardNetwork(nn.Module):
     def __init__(self, config: MegaConfig):
         super().__init__()
         self.prenorm = config.normalize_before_ffn
-        self.activation = get_activation(_ACTIVATION_ALIASES.get(config.activation, config.activation), "activation")
+        self.activation = get_activation(config.activation, "activation")
         self.norm = MegaSequenceNorm(config)
         self.fc1 = nn.Linear(config.hidden_size, config.nffn_hidden_size)
         self.fc2 = nn.Linear(config.nffn_hidden_size, config.hidden_size)
@@ -495,15 +416,29 @@ class MegaNormalizedFeedForwardNetwork(nn.Module):
 
 
 class MegaBlock(nn.Module):
+    """The Mega sub-layer, then the cross-attention (``add_cross_attention``), then the NFFN."""
+
     def __init__(self, config: MegaConfig):
         super().__init__()
         self.mega_layer = MegaMovingAverageGatedAttention(config)
         self.nffn = MegaNormalizedFeedForwardNetwork(config) if config.use_normalized_ffn else None
+        self.cross_attn = MegaGatedCrossAttention(config) if config.add_cross_attention else None
 
-    def forward(self, hidden, mask, cache, stateful):
+    def forward(self, hidden, mask, cache, stateful, encoder_hidden, encoder_mask, position: int):
+        """position: the decoder position of hidden's first token (the tokens the cache has seen)."""
         hidden, new_cache = self.mega_layer(hidden, mask, cache, stateful)
+        cross_key = cross_value = None
+        if self.cross_attn is not None:
+            if cache is not None and cache.cross_key is not None:
+                cross_key, cross_value = cache.cross_key, cache.cross_value  # the encoder output does not change
+            else:
+                cross_key, cross_value = self.cross_attn.project_encoder(encoder_hidden)
+            hidden = self.cross_attn(hidden, cross_key, cross_value, encoder_mask, position)
         if self.nffn is not None:
             hidden = self.nffn(hidden)
+        if new_cache is not None:
+            new_cache = new_cache._replace(cross_key=cross_key, cross_value=cross_value,
+                                           length=position + hidden.shape[1])
         return hidden, new_cache
 
 
@@ -522,10 +457,15 @@ class MegaPooler(nn.Module):
 class MegaModel(nn.Module):
     """The Mega encoder (or decoder with ``is_decoder``: causal attention, and a cache with ``use_cache``).
 
-    Incremental decoding: ``past_key_values`` is a tuple with one :class:`MegaLayerCache` ``(key, value,
-    ema_state)`` per layer (HF's per-layer tuple order). Pass the new tokens (any number) with the cache; an
-    ``attention_mask`` then covers the cached tokens and the new ones, right-aligned: its last P + L columns are
-    used, P being the cached key length. ``use_cache`` defaults to the config's for decoders and is off for encoders.
+    Incremental decoding: ``past_key_values`` is a tuple with one :class:`MegaLayerCache` per layer (HF's tuples
+    load as they are). Pass the new tokens (any number) with the cache; an ``attention_mask`` then covers the cached
+    tokens and the new ones, right-aligned: its last P + L columns are used, P being the cached key length.
+    ``use_cache`` defaults to the config's for decoders and is off for encoders.
+
+    Cross-attention (``add_cross_attention``): ``encoder_hidden_states`` (B, Ls, D) and ``encoder_attention_mask``
+    (B, Ls), 1 for real encoder tokens. Both are needed on the first pass; with a cache the encoder keys/values come
+    from the cache (``encoder_hidden_states`` may then be left out, and is ignored if given, as in HF), but the
+    ``encoder_attention_mask`` is not cached: pass it on every step, as HF does.
     """
 
     ignored_checkpoint_keys: ClassVar[tuple[str, ...]] = IGNORED_KEYS
@@ -538,7 +478,8 @@ class MegaModel(nn.Module):
         self.pooler = MegaPooler(config) if add_pooling_layer else None
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
-                past_key_values=None, use_cache=None) -> BaseModelOutput:
+                encoder_hidden_states=None, encoder_attention_mask=None, past_key_values=None,
+                use_cache=None) -> BaseModelOutput:
         config = self.config
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids (batch, sequence) and inputs_embeds (batch, sequence, "
@@ -570,15 +511,58 @@ class MegaModel(nn.Module):
                 raise ValueError(f"attention_mask must be (batch, cached + new tokens) = ({shape[0]}, "
                                  f"{past + shape[1]}), got {tuple(attention_mask.shape)}")
             mask = attention_mask.to(hidden.dtype)  # (B, P + L)
+        encoder_mask = self._check_encoder(encoder_hidden_states, encoder_attention_mask, past_key_values, shape[0])
+        if encoder_mask is not None:
+            encoder_mask = encoder_mask.to(hidden.dtype)  # (B, Ls)
+        position = self._past_length(past_key_values)
 
         new_cache = []
         for i, layer in enumerate(self.layers):
             cache = None if past_key_values is None else past_key_values[i]
-            hidden, layer_cache = layer(hidden, mask, cache, stateful or cache is not None)
+            hidden, layer_cache = layer(hidden, mask, cache, stateful or cache is not None, encoder_hidden_states,
+                                        encoder_mask, position)
             new_cache.append(layer_cache)
         pooled = self.pooler(hidden) if self.pooler is not None else None
         return BaseModelOutput(last_hidden_state=hidden, pooler_output=pooled,
                                past_key_values=tuple(new_cache) if stateful else None)
+
+    def _past_length(self, past_key_values) -> int:
+        """The decoder tokens the cache has seen: the position of the first new token."""
+        if past_key_values is None:
+            return 0
+        cache = past_key_values[0]
+        if cache.length is not None:
+            return cache.length
+        if self.config.use_chunking and self.config.add_cross_attention:
+            # A chunked cache keeps only the current chunk, so its key length is not the position.
+            raise ValueError("a cache for a chunked decoder with cross-attention must carry its length: pass the "
+                             "MegaLayerCache tuples this model returned")
+        return cache.key.shape[1]
+
+    def _check_encoder(self, encoder_hidden, encoder_mask, past_key_values, batch: int):
+        """Clear errors for encoder inputs that do not fit; returns the encoder mask (B, Ls) or None."""
+        config = self.config
+        if not config.add_cross_attention:
+            if encoder_hidden is not None or encoder_mask is not None:
+                raise ValueError("encoder_hidden_states / encoder_attention_mask given, but this model has no "
+                                 "cross-attention (the config needs is_decoder=true and add_cross_attention=true)")
+            return None
+        cached = past_key_values is not None and past_key_values[0].cross_key is not None
+        if cached:
+            source_length = past_key_values[0].cross_key.shape[1]
+        elif encoder_hidden is None:
+            raise ValueError("this model has cross-attention (add_cross_attention=true): pass encoder_hidden_states "
+                             "(batch, source length, hidden_size), or a cache that holds their keys and values")
+        elif encoder_hidden.dim() != 3 or encoder_hidden.shape[0] != batch or (
+                encoder_hidden.shape[2] != config.hidden_size):
+            raise ValueError(f"encoder_hidden_states must be (batch, source length, hidden_size) = ({batch}, Ls, "
+                             f"{config.hidden_size}), got {tuple(encoder_hidden.shape)}")
+        else:
+            source_length = encoder_hidden.shape[1]
+        if encoder_mask is not None and tuple(encoder_mask.shape) != (batch, source_length):
+            raise ValueError(f"encoder_attention_mask must be (batch, source length) = ({batch}, {source_length}), "
+                             f"got {tuple(encoder_mask.shape)}")
+        return encoder_mask
 
 
 def _lm_dense(config: MegaConfig) -> nn.Linear | None:
@@ -589,13 +573,11 @@ class MegaForCausalLM(nn.Module):
     """Next-token logits, with incremental decoding when ``is_decoder`` is true and ``bidirectional`` false.
 
     ``use_cache`` (default: the config's) returns ``past_key_values``: a tuple with one :class:`MegaLayerCache`
-    ``(key, value, ema_state)`` per layer, HF's per-layer tuple order, so HF's cache tuples load as they are:
-      key        (B, P, shared_representation_size)  attention keys the next token can see: every past token, or
-                                                      with ``use_chunking`` the current chunk's (P < chunk_size)
-      value      (B, P, intermediate_size)            the matching attention values
-      ema_state  (B, hidden_size, ema_projection_size) the EMA state after the last token
-    Feed it back with the next tokens (one or more) and an ``attention_mask`` covering past and new tokens; the
-    logits equal a full recomputation. With a cache the EMA runs untruncated, as HF's cached path does.
+    per layer (self-attention keys/values, EMA state, cross-attention keys/values, tokens seen), whose first fields
+    are HF's per-layer tuple, so HF's cache tuples load as they are. Feed it back with the next tokens (one or
+    more), an ``attention_mask`` covering past and new tokens and, with cross-attention, the
+    ``encoder_attention_mask``; the logits equal a full recomputation. With a cache the EMA runs untruncated, as
+    HF's cached path does. See :class:`MegaModel` for the cross-attention inputs.
     """
 
     ignored_checkpoint_keys: ClassVar[tuple[str, ...]] = IGNORED_KEYS
@@ -610,8 +592,10 @@ class MegaForCausalLM(nn.Module):
             self.lm_head.weight = self.mega.embedding_layer.word_embeddings.weight
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
-                past_key_values=None, use_cache=None) -> CausalLMOutput:
-        out = self.mega(input_ids, attention_mask, token_type_ids, inputs_embeds, past_key_values, use_cache)
+                encoder_hidden_states=None, encoder_attention_mask=None, past_key_values=None,
+                use_cache=None) -> CausalLMOutput:
+        out = self.mega(input_ids, attention_mask, token_type_ids, inputs_embeds, encoder_hidden_states,
+                        encoder_attention_mask, past_key_values, use_cache)
         hidden = out.last_hidden_state
         if self.dense is not None:
             hidden = torch.tanh(self.dense(hidden))
@@ -630,8 +614,10 @@ class MegaForMaskedLM(nn.Module):
         if config.tie_word_embeddings:
             self.mlm_head.weight = self.mega.embedding_layer.word_embeddings.weight
 
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None) -> MaskedLMOutput:
-        hidden = self.mega(input_ids, attention_mask, token_type_ids, inputs_embeds).last_hidden_state
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
+                encoder_hidden_states=None, encoder_attention_mask=None) -> MaskedLMOutput:
+        hidden = self.mega(input_ids, attention_mask, token_type_ids, inputs_embeds, encoder_hidden_states,
+                           encoder_attention_mask).last_hidden_state
         if self.dense is not None:
             hidden = torch.tanh(self.dense(hidden))
         return MaskedLMOutput(logits=self.mlm_head(hidden))

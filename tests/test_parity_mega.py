@@ -3,9 +3,10 @@
 Every head x a spread of config variants (bidirectional or not, chunking, simple/rotary bias, every norm type with
 random BatchNorm running stats, pre/post norm, NFFN on/off, each attention activation, truncation, token types,
 tied or untied heads), batches with padding, the decoder (HF's cached full pass, HF's cache contents, token-by-token
-decoding against full recomputation and against HF's own incremental steps), where we go beyond HF (chunk padding,
-left padding, caching with chunking), and the config's validation. HF is the oracle: expected values always come
-from HF's model run on the same (or an explicitly padded) input.
+decoding against full recomputation and against HF's own incremental steps), the decoder's cross-attention to an
+encoder output (both biases, chunking, encoder padding, its cache), where we go beyond HF (chunk padding, left
+padding, caching with chunking, an all-padding encoder output), and the config's validation. HF is the oracle:
+expected values always come from HF's model run on the same (or an explicitly padded) input.
 """
 
 from __future__ import annotations
@@ -261,6 +262,202 @@ def test_cache_needs_a_mask_covering_the_past(tmp_path):
         past = ours(ids[:, :4], mask[:, :4]).past_key_values
         with pytest.raises(ValueError, match="attention_mask must be"):
             ours(ids[:, 4:5], mask[:, 4:5], past_key_values=past)
+
+
+# ----------------------------------------------------------------------------------------------- cross-attention
+
+CROSS = dict(DECODER, add_cross_attention=True)
+CROSS_HEADS = ["Model", "ForCausalLM", "ForMaskedLM"]  # the heads whose HF forward takes encoder_hidden_states
+
+
+def make_encoder(batch=3, length=5, seed=0):
+    """Encoder output (B, Ls, D) and its padding mask: right padding in row 1, left padding in row 2."""
+    g = torch.Generator().manual_seed(seed + 100)
+    states = torch.randn(batch, length, BASE["hidden_size"], generator=g)
+    mask = torch.ones(batch, length, dtype=torch.long)
+    mask[1, length - 2:] = 0
+    if batch > 2:
+        mask[2, :1] = 0
+    return states, mask
+
+
+CROSS_VARIANTS = {  # overrides, decoder length, encoder length
+    "rotary_softmax": (dict(), 12, 5),
+    "simple_laplace": (dict(relative_positional_bias="simple"), 7, 9),
+    # relu2 squares the scores: with these random weights it is too ill-conditioned for 1e-5 after a layer norm
+    # (HF's own fp32 logits are 2e-5 to 4e-5 off its fp64 ones with layernorm, batchnorm or rmsnorm); scalenorm here.
+    "rotary_relu2": (dict(attention_activation="relu2"), 6, 4),
+    "simple_postnorm_layernorm": (dict(relative_positional_bias="simple", normalize_before_mega=False,
+                                       normalization_type="layernorm", activation="gelu"), 9, 3),
+    "chunk_rotary_laplace_rmsnorm": (dict(use_chunking=True, chunk_size=4, attention_activation="laplace",
+                                          normalization_type="rmsnorm"), 12, 7),
+    "chunk_simple": (dict(use_chunking=True, chunk_size=4, relative_positional_bias="simple"), 4, 3),
+    "bidirectional_uncached_trunc": (dict(bidirectional=True, use_cache=False, truncation=3,
+                                          normalization_type="batchnorm"), 8, 6),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(CROSS_VARIANTS))
+@pytest.mark.parametrize("head", CROSS_HEADS)
+def test_cross_attention_parity(tmp_path, head, variant):
+    """Decoder and encoder of different lengths, padding in both; the cache HF returns on the same pass too."""
+    overrides, length, source_length = CROSS_VARIANTS[variant]
+    hf, ours = make_pair(tmp_path, head, **{**CROSS, **overrides})
+    ids, mask = make_inputs(length=length)
+    encoder, encoder_mask = make_encoder(length=source_length)
+    kwargs = dict(input_ids=ids, attention_mask=mask, encoder_hidden_states=encoder,
+                  encoder_attention_mask=encoder_mask)
+    with torch.no_grad():
+        expected, got = hf(**kwargs), ours(**kwargs)
+    for key in OUTPUT_KEYS[head]:
+        assert_close(got[key], expected[key], f"{head}/{variant}/{key}")
+    if head == "ForCausalLM" and expected.past_key_values is not None:
+        for layer_ours, layer_hf in zip(got.past_key_values, expected.past_key_values, strict=True):
+            assert len(layer_hf) == 5 and layer_ours.length == length
+            layer_ours = layer_ours[:5]
+            if overrides.get("use_chunking"):  # HF keeps the chunk's keys, or None at a chunk boundary (length 12)
+                layer_hf, layer_ours = layer_hf[2:], layer_ours[2:]
+            for a, b in zip(layer_ours, layer_hf, strict=True):
+                assert_close(a, b, f"{variant} cache")
+
+
+@pytest.mark.parametrize("overrides, length", [
+    (dict(use_chunking=True, chunk_size=4, relative_positional_bias="simple"), 8),  # decoder longer than a chunk
+    (dict(relative_positional_bias="simple", max_positions=8), 6),  # encoder longer than max_positions
+])
+def test_cross_attention_simple_bias_limit_is_refused_like_hf(tmp_path, overrides, length):
+    """The simple bias covers chunk_size (or max_positions) positions; HF's cross-attention asks for the longer of
+    the two lengths and refuses beyond it. Our error says which limit and why."""
+    hf, ours = make_pair(tmp_path, "ForCausalLM", **CROSS, **overrides)
+    ids, mask = make_inputs(length=length)
+    encoder, encoder_mask = make_encoder(length=9)
+    kwargs = dict(attention_mask=mask, encoder_hidden_states=encoder, encoder_attention_mask=encoder_mask)
+    with torch.no_grad():
+        with pytest.raises(ValueError, match="going beyond max length"):
+            hf(ids, **kwargs)
+        with pytest.raises(ValueError, match="simple relative bias covers at most"):
+            ours(ids, **kwargs)
+
+
+@pytest.mark.parametrize("activation", ["softmax", "laplace", "relu2"])
+def test_cross_attention_to_all_padding_attends_to_nothing(tmp_path, activation):
+    """A sequence whose encoder output is all padding: HF's softmax and relu2 give NaN (its laplace divides by 0
+    and so lands on zero weights). Ours attends to nothing, checked against HF given one encoder token whose
+    cross-attention value act(v_proj(src)) is exactly 0 (one layer, so one v_proj to solve): any attention to that
+    token adds nothing, whatever its weight."""
+    hf, ours = make_pair(tmp_path, "ForCausalLM", **CROSS, num_hidden_layers=1, attention_activation=activation)
+    ids, mask = make_inputs(length=6)
+    encoder, encoder_mask = make_encoder(length=4)
+    encoder_mask[0] = 0
+    v_proj = hf.mega.layers[0].cross_attn.v_proj
+    zero_value = torch.linalg.solve(v_proj.weight.double(), -v_proj.bias.double()).float()  # v_proj(src) = 0
+    extra = dict(encoder_hidden_states=encoder, encoder_attention_mask=encoder_mask)
+    with torch.no_grad():
+        theirs = hf(ids, mask, **extra).logits
+        assert torch.isnan(theirs[0]).any() == (activation != "laplace")
+        got = ours(ids, mask, **extra).logits
+        expected = hf(ids[:1], mask[:1], encoder_hidden_states=zero_value.view(1, 1, -1)).logits
+        assert_close(got[:1], expected, "all-padding encoder row")
+        assert_close(got[1:], theirs[1:], "other rows")
+
+
+def decode_cross(model, ids, mask, encoder, encoder_mask, prefill, step=1):
+    """decode() with an encoder output: HF needs encoder_hidden_states on every step (it then uses its cache)."""
+    extra = dict(encoder_hidden_states=encoder, encoder_attention_mask=encoder_mask)
+    out = model(ids[:, :prefill], attention_mask=mask[:, :prefill], use_cache=True, **extra)
+    logits, past = [out.logits], out.past_key_values
+    for t in range(prefill, ids.shape[1], step):
+        end = min(t + step, ids.shape[1])
+        out = model(ids[:, t:end], attention_mask=mask[:, :end], past_key_values=past, use_cache=True, **extra)
+        logits.append(out.logits)
+        past = out.past_key_values
+    return torch.cat(logits, dim=1)
+
+
+@pytest.mark.parametrize("overrides, prefill, step", [
+    (dict(), 1, 1),
+    (dict(relative_positional_bias="simple", attention_activation="laplace"), 3, 2),
+    (dict(use_chunking=True, chunk_size=4), 1, 1),  # HF cannot cache with chunking: against its full pass only
+    (dict(use_chunking=True, chunk_size=4, attention_activation="relu2"), 5, 3),
+])
+def test_cross_attention_incremental_equals_full_recomputation(tmp_path, overrides, prefill, step):
+    """Against HF's full pass on the same tokens (the oracle); padding in the decoder batch and in the encoder."""
+    hf, ours = make_pair(tmp_path, "ForCausalLM", **CROSS, **overrides)
+    ids, mask = make_inputs(length=16)
+    ids, mask = ids[:, :13], mask[:, :13]
+    encoder, encoder_mask = make_encoder(length=6)
+    extra = dict(encoder_hidden_states=encoder, encoder_attention_mask=encoder_mask)
+    with torch.no_grad():
+        # HF needs whole chunks; 3 extra masked tokens at the end cannot change a causal model's first 13 outputs.
+        tail_ids, tail_mask = torch.full((3, 3), PAD), torch.zeros(3, 3, dtype=torch.long)
+        full = hf(torch.cat([ids, tail_ids], 1), attention_mask=torch.cat([mask, tail_mask], 1), **extra).logits
+        full = full[:, :13]
+        assert_close(ours(ids, mask, **extra).logits, full, "full pass")
+        assert_close(decode_cross(ours, ids, mask, encoder, encoder_mask, prefill, step), full, "incremental")
+
+
+@pytest.mark.parametrize("relative_positional_bias", ["rotary", "simple"])
+def test_cross_attention_cache_matches_hf(tmp_path, relative_positional_bias):
+    """HF's cached cross-attention takes the bias row of position P + 1 for the token at position P. Where that
+    cannot matter (the cross-attention bias made position-free: a constant simple table, a zero rotary alpha),
+    HF's cached steps and cache contents equal ours; with a real bias HF's steps leave its own full pass, ours
+    do not. HF's own cache tuples continue in ours."""
+    hf, ours = make_pair(tmp_path / "random", "ForCausalLM", **CROSS, relative_positional_bias=relative_positional_bias)
+    ids, _ = make_inputs(length=9)
+    mask = torch.ones_like(ids)  # HF's cached self-attention is right only without padding
+    encoder, encoder_mask = make_encoder(length=5)
+    extra = dict(encoder_hidden_states=encoder, encoder_attention_mask=encoder_mask)
+    with torch.no_grad():
+        full = hf(ids, mask, **extra).logits
+        assert max_abs_diff(decode_cross(hf, ids, mask, encoder, encoder_mask, 3), full) > 1e-3  # the quirk
+        assert_close(decode_cross(ours, ids, mask, encoder, encoder_mask, 3), full, "ours incremental vs HF full")
+        # HF's 5-tuples (no length field) continue in ours
+        past = hf(ids[:, :4], mask[:, :4], use_cache=True, **extra).past_key_values
+        step = ours(ids[:, 4:6], mask[:, :6], past_key_values=past, encoder_attention_mask=encoder_mask).logits
+        assert_close(step, full[:, 4:6], "steps from HF's cache")
+
+        for layer in hf.mega.layers:  # a position-free cross-attention bias
+            if relative_positional_bias == "simple":
+                layer.cross_attn.rel_pos_bias.rel_pos_bias.fill_(0.3)
+            else:
+                layer.cross_attn.rel_pos_bias.alpha.zero_()
+        ours = load_into_reference(hf, tmp_path / "position_free", head="ForCausalLM")
+        assert_close(decode_cross(ours, ids, mask, encoder, encoder_mask, 3),
+                     decode_cross(hf, ids, mask, encoder, encoder_mask, 3), "incremental vs HF incremental")
+        past_hf = hf(ids[:, :4], mask[:, :4], use_cache=True, **extra).past_key_values
+        past_hf = hf(ids[:, 4:5], mask[:, :5], past_key_values=past_hf, use_cache=True, **extra).past_key_values
+        past_ours = ours(ids[:, :4], mask[:, :4], use_cache=True, **extra).past_key_values
+        past_ours = ours(ids[:, 4:5], mask[:, :5], past_key_values=past_ours, encoder_attention_mask=encoder_mask)
+        for layer_ours, layer_hf in zip(past_ours.past_key_values, past_hf, strict=True):
+            assert layer_ours.length == 5
+            for name, a, b in zip(MegaLayerCache._fields, layer_ours, layer_hf, strict=False):
+                assert_close(a, b, f"cache {name}")
+
+
+def test_cross_attention_input_errors(tmp_path):
+    _, ours = make_pair(tmp_path / "cross", "ForCausalLM", **CROSS, use_chunking=True, chunk_size=4)
+    ids, mask = make_inputs(length=6)
+    encoder, encoder_mask = make_encoder(length=5)
+    with torch.no_grad():
+        with pytest.raises(ValueError, match="pass encoder_hidden_states"):
+            ours(ids, mask)
+        with pytest.raises(ValueError, match="encoder_hidden_states must be"):
+            ours(ids, mask, encoder_hidden_states=encoder[:2])
+        with pytest.raises(ValueError, match="encoder_attention_mask must be"):
+            ours(ids, mask, encoder_hidden_states=encoder, encoder_attention_mask=encoder_mask[:, :4])
+        past = ours(ids, mask, encoder_hidden_states=encoder).past_key_values
+        hf_style = tuple(tuple(layer[:5]) for layer in past)  # no length: a chunked cache cannot tell its position
+        with pytest.raises(ValueError, match="must carry its length"):
+            ours(ids[:, :1], past_key_values=hf_style)
+    _, plain = make_pair(tmp_path / "plain", "ForCausalLM", **DECODER)
+    with pytest.raises(ValueError, match="no cross-attention"):
+        plain(ids, mask, encoder_hidden_states=encoder)
+    # HF's classification heads build with cross-attention but take no encoder output, so they always raise
+    hf, classifier = make_pair(tmp_path / "classifier", "ForSequenceClassification", **CROSS)
+    with torch.no_grad(), pytest.raises(ValueError, match="without providing encoder hidden states"):
+        hf(ids, mask)
+    with torch.no_grad(), pytest.raises(ValueError, match="pass encoder_hidden_states"):
+        classifier(ids, mask)
 
 
 # ----------------------------------------------------------------------------------------------- beyond HF
