@@ -31,6 +31,8 @@ Approximate Self-Attention", ICML 2022. Differences from HF, all deliberate:
   1e-3 steps, and it and the low-resolution row max leave out padded keys and empty blocks, which HF counts with
   logit 0. The result does not depend on these stabilisers except through HF's 1e-6 epsilon in the normaliser,
   whose relative effect HF lets grow when a row's real logits are all negative (error 1e-5 seen on a 1-token row);
+* ties at the budget's edge go to the lower flat block index (HF's unsorted ``topk`` picks any); ONNX TopK and the
+  CUDA kernel break them the same way, so every backend selects the same blocks;
 * a block row with no selected block takes its low-resolution row max as stabiliser instead of HF's -1e5
   sentinel; both give the same output (the high-resolution part of such a row is empty).
 """
@@ -92,13 +94,16 @@ def _select_blocks(low_logit, row_max, num_blocks, approx_mode, first_n, diagona
         first = (torch.arange(nb, device=logit.device) < first_n).float()
         logit = logit + first[:, None] * _PRIOR_BONUS
         logit = logit + first[None, :] * _PRIOR_BONUS
-    top = torch.topk(logit.flatten(1), num_blocks, dim=-1, largest=True, sorted=False)  # (BH, K)
+    # Ties at the k-th value go to the lower flat index, as ONNX TopK and the CUDA kernel break them: a stable
+    # descending sort fixes the choice where torch.topk leaves it unspecified (HF's unsorted topk picks any).
+    values, indices = torch.sort(logit.flatten(1), dim=-1, descending=True, stable=True)
+    values, indices = values[:, :num_blocks], indices[:, :num_blocks]  # (BH, K)
     covered = None
     if approx_mode == "full":
         # HF marks every block at or above the k-th value, ties included, as covered at high resolution.
-        threshold = top.values.min(dim=-1).values
+        threshold = values[:, -1]
         covered = (logit >= threshold[:, None, None]).float()  # (BH, nb, nb)
-    return top.indices, covered
+    return indices, covered
 
 
 def _mra_attention_fp32(query, key, value, mask, num_blocks, scale, approx_mode, first_n, diagonal_n):

@@ -1,0 +1,226 @@
+"""plugins/ builds and its host logic passes, checked from pytest; the plugins' node contract equals export/contract.py.
+
+Default run (no GPU, no TensorRT, no nvcc needed): the generated ``plugins/common/nodeContract.h`` equals a fresh
+generation from ``export/contract.py``; the host-logic library and its ctest (attribute parsing, shape and dtype
+rules, workspace sizes, and the EMA scan's per-thread code run on the host against an fp64 recurrence) build with
+CMake/Ninja and pass; a backend-key kernel overrides ``torch.library.custom_op``'s default implementation.
+
+``-m slow``: the CUDA kernels compile for sm_80 and sm_90 with -Werror (~1-2 min on 2 cores); the torch binding
+compiles against torch's and CUDA's headers (it cannot link on a CPU build of torch); a C++ TORCH_LIBRARY_IMPL for
+a backend key overrides a custom_op default; and, where ``TensorRT_ROOT`` points at TensorRT headers, the plugin
+library builds, needs no libnvinfer symbol, exports only the two entry points, and passes the dlopen driver.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+PLUGINS = ROOT / "plugins"
+HEADER = PLUGINS / "common" / "nodeContract.h"
+CUDA_HOME = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda"))
+
+sys.path.insert(0, str(ROOT / "scripts"))
+import gen_plugin_contract  # noqa: E402
+
+from tensorkiln.export import contract  # noqa: E402
+
+
+def _ninja() -> str | None:
+    found = shutil.which("ninja")
+    if found:
+        return found
+    try:
+        import ninja
+    except ImportError:
+        return None
+    candidate = Path(ninja.BIN_DIR) / "ninja"
+    return str(candidate) if candidate.exists() else None
+
+
+def _nvcc() -> str | None:
+    found = shutil.which("nvcc")
+    if found:
+        return found
+    candidate = CUDA_HOME / "bin" / "nvcc"
+    return str(candidate) if candidate.exists() else None
+
+
+def _cmake_build(build: Path, *configure_args: str, targets: tuple[str, ...] = ()) -> None:
+    cmake, ninja = shutil.which("cmake"), _ninja()
+    if cmake is None or ninja is None:
+        pytest.skip(f"needs cmake and ninja on PATH (cmake: {cmake}, ninja: {ninja})")
+    subprocess.run(
+        [cmake, "-G", "Ninja", "-S", str(PLUGINS), "-B", str(build), f"-DCMAKE_MAKE_PROGRAM={ninja}", *configure_args],
+        check=True, capture_output=True, text=True,
+    )
+    command = [cmake, "--build", str(build), "-j2"]
+    for target in targets:
+        command += ["--target", target]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, f"build failed:\n{result.stdout[-6000:]}\n{result.stderr[-3000:]}"
+
+
+def _ctest(build: Path, *args: str) -> str:
+    result = subprocess.run(["ctest", "--output-on-failure", *args], cwd=build, capture_output=True, text=True)
+    assert result.returncode == 0, f"ctest failed:\n{result.stdout[-6000:]}"
+    return result.stdout
+
+
+# ---- the node contract ----
+
+
+def test_node_contract_header_is_current():
+    assert HEADER.read_text() == gen_plugin_contract.render(), (
+        "plugins/common/nodeContract.h is stale: run `python scripts/gen_plugin_contract.py`"
+    )
+
+
+@pytest.mark.parametrize("node", [contract.MEGA_EMA, contract.MRA_ATTENTION], ids=lambda n: n.op_type)
+def test_header_states_the_contract(node):
+    """Read the names back from the committed header: op_type, version, domain, I/O order, attributes, dtypes."""
+    text = HEADER.read_text()
+    body = re.search(rf"struct {node.op_type}\n\{{(.*?)\n\}};", text, re.S).group(1)
+
+    def scalar(name):
+        return re.search(rf"{name} = \"([^\"]*)\";", body).group(1)
+
+    def names(name):
+        block = re.search(rf"{name}\{{(.*?)\}};", body, re.S).group(1)
+        return tuple(re.findall(r'"([^"]*)"', block))
+
+    assert scalar("kOP_TYPE") == node.op_type
+    assert scalar("kPLUGIN_VERSION") == node.plugin_version == "1"
+    assert scalar("kDOMAIN") == node.domain == contract.DOMAIN
+    assert names("kINPUT_NAMES") == node.input_names
+    assert names("kOUTPUT_NAMES") == node.output_names
+    assert names("kATTRIBUTE_NAMES") == node.attribute_names
+    masks = re.search(r"kINPUT_DTYPES\{(.*?)\};", body, re.S).group(1)
+    bits = {"kDTYPE_FLOAT32": "tensor(float)", "kDTYPE_FLOAT16": "tensor(float16)",
+            "kDTYPE_BFLOAT16": "tensor(bfloat16)", "kDTYPE_FLOAT64": "tensor(double)"}
+    parsed = [tuple(bits[b.strip()] for b in item.split("|")) for item in masks.replace("\n", "").split(",")]
+    assert parsed == [spec.dtypes for spec in node.inputs]
+    required = sum(not spec.optional for spec in node.inputs)
+    assert f"kNB_REQUIRED_INPUTS = {required};" in body
+
+
+def test_plugins_take_their_names_from_the_contract_header():
+    """The plugins spell no contract name themselves: creator names, versions and fields come from the header."""
+    for source in (PLUGINS / "megaEmaPlugin" / "megaEmaPlugin.cpp", PLUGINS / "megaEmaPlugin" / "megaEmaParams.cpp"):
+        text = source.read_text()
+        for literal in ('"MegaEma"', '"1"', '"bidirectional"', '"truncation"'):
+            assert literal not in text, f"{source.name} hard-codes {literal}; use common/nodeContract.h"
+
+
+# ---- host logic ----
+
+
+def test_host_logic_builds_and_passes(tmp_path):
+    # Without CUDA on purpose: the host logic must build and pass on any machine with a C++17 compiler.
+    _cmake_build(tmp_path / "build", "-DCMAKE_CUDA_COMPILER=CMAKE_CUDA_COMPILER-NOTFOUND",
+                 targets=("tensorkiln_host_tests",))
+    output = _ctest(tmp_path / "build", "-R", "host_logic", "-V")
+    assert "0 failed" in output and "megaEmaScanMatchesTheRecurrence" in output
+
+
+# ---- dispatch: a backend kernel wins over custom_op's default ----
+
+
+def test_backend_key_kernel_overrides_custom_op_default():
+    """custom_op registers its function for CompositeExplicitAutograd; a kernel for a backend key takes precedence
+    on that backend, which is how plugins/torch's CUDA kernels replace the pure implementation on CUDA tensors."""
+    op_name = "tkdispatch_py::plus_one"
+
+    @torch.library.custom_op(op_name, mutates_args=())
+    def plus_one(x: torch.Tensor) -> torch.Tensor:
+        return x + 1
+
+    dump = torch._C._dispatch_dump(op_name)
+    assert "CompositeExplicitAutograd[alias]" in dump
+    library = torch.library.Library("tkdispatch_py", "IMPL")
+    library.impl("plus_one", lambda x: x * 100, "CPU")
+    assert torch.ops.tkdispatch_py.plus_one(torch.ones(2)).tolist() == [100.0, 100.0]
+    assert plus_one(torch.ones(2)).tolist() == [100.0, 100.0]
+
+
+@pytest.mark.slow
+def test_cpp_torch_library_impl_overrides_custom_op_default(tmp_path):
+    """The same with a C++ TORCH_LIBRARY_IMPL (as plugins/torch/registration.cpp does for CUDA), for the CPU key."""
+    from torch.utils import cpp_extension
+
+    if _ninja() is None:
+        pytest.skip("needs ninja")
+
+    @torch.library.custom_op("tkdispatch_cpp::twice", mutates_args=())
+    def twice(x: torch.Tensor) -> torch.Tensor:
+        return x * 2
+
+    source = r"""
+    #include <ATen/core/Tensor.h>
+    #include <torch/library.h>
+    static at::Tensor cpuTwice(at::Tensor const& x) { return x * 100; }
+    TORCH_LIBRARY_IMPL(tkdispatch_cpp, CPU, m) { m.impl("twice", &cpuTwice); }
+    """
+    cpp_extension.load_inline("tkdispatch_cpp_ext", cpp_sources=[source], is_python_module=False,
+                              build_directory=str(tmp_path))
+    assert twice(torch.ones(3)).tolist() == [100.0] * 3
+
+
+# ---- CUDA: kernels and the torch binding compile (here: no GPU needed) ----
+
+
+@pytest.mark.slow
+def test_kernels_compile_for_sm80_and_sm90(tmp_path):
+    if _nvcc() is None:
+        pytest.skip("needs nvcc (CUDA toolkit)")
+    _cmake_build(tmp_path / "build", f"-DCMAKE_CUDA_COMPILER={_nvcc()}", targets=("tensorkiln_kernels",))
+    ninja_file = (tmp_path / "build" / "build.ninja").read_text()
+    assert "code=[compute_80,sm_80]" in ninja_file and "code=[compute_90,sm_90]" in ninja_file
+    assert "-Werror=all-warnings" in ninja_file
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", ["megaEmaBinding.cpp", "mraAttentionBinding.cpp", "registration.cpp"])
+def test_torch_binding_compiles(source):
+    """The binding needs ATen CUDA to link, which a CPU build of torch lacks; it must at least compile (-Werror)
+    against torch's headers and the CUDA runtime's. C10_CUDA_NO_CMAKE_CONFIGURE_FILE stands in for the generated
+    header that only CUDA builds of torch ship."""
+    from torch.utils import cpp_extension
+
+    cuda_include = CUDA_HOME / "include"
+    if not (cuda_include / "cuda_runtime_api.h").exists():
+        pytest.skip(f"needs the CUDA headers (looked in {cuda_include})")
+    compiler = shutil.which(sysconfig.get_config_var("CXX") or "g++") or shutil.which("g++")
+    command = [compiler, "-std=c++20", "-fsyntax-only", "-Wall", "-Wextra", "-Werror",
+               "-DC10_CUDA_NO_CMAKE_CONFIGURE_FILE", "-DTK_WITH_MRA_ATTENTION=1", f"-I{PLUGINS}"]
+    command += [f"-isystem{path}" for path in cpp_extension.include_paths()] + [f"-isystem{cuda_include}"]
+    result = subprocess.run(command + [str(PLUGINS / "torch" / source)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+
+@pytest.mark.slow
+def test_plugin_library_against_tensorrt_headers(tmp_path):
+    root = os.environ.get("TensorRT_ROOT")
+    if not root or not (Path(root) / "include" / "NvInferRuntime.h").exists():
+        pytest.skip("set TensorRT_ROOT to a folder whose include/ holds the TensorRT headers")
+    if _nvcc() is None:
+        pytest.skip("needs nvcc (CUDA toolkit)")
+    build = tmp_path / "build"
+    _cmake_build(build, f"-DTensorRT_ROOT={root}", f"-DCMAKE_CUDA_COMPILER={_nvcc()}")
+    output = _ctest(build, "-V")
+    assert "PASSED: 0 check(s) failed" in output
+    library = build / "libtensorkiln_plugins.so"
+    undefined = subprocess.run(["nm", "-D", "--undefined-only", str(library)], capture_output=True, text=True).stdout
+    assert "nvinfer" not in undefined.lower() and "getPluginRegistry" not in undefined
+    defined = subprocess.run(["nm", "-D", "--defined-only", str(library)], capture_output=True, text=True).stdout
+    assert sorted(line.split()[-1] for line in defined.splitlines() if line.strip()) == ["getCreators",
+                                                                                       "setLoggerFinder"]
