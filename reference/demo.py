@@ -49,7 +49,7 @@ def run_demo(out_dir: Path, presets: tuple[str, ...], batch: int, seq: int, repe
         if not (folder / CONFIG_NAME).is_file():
             init_checkpoint(name, folder, seed=0)
         model = from_pretrained(folder)
-        length = min(seq, _max_length(model.config))
+        length = min(seq, max_length(model.config))
         generator = torch.Generator().manual_seed(0)
         input_ids = torch.randint(0, model.config.vocab_size, (batch, length), generator=generator)
         attention_mask = torch.ones(batch, length, dtype=torch.long)
@@ -75,7 +75,7 @@ def run_demo(out_dir: Path, presets: tuple[str, ...], batch: int, seq: int, repe
     return rows
 
 
-def _max_length(config) -> int:
+def max_length(config) -> int:
     # MRA and Nystromformer reserve position slots; every config names its usable maximum the same way.
     for key in ("max_positions", "max_position_embeddings"):
         if hasattr(config, key):
