@@ -278,11 +278,13 @@ class MegaMovingAverageGatedAttention(nn.Module):
         batch, q_len, _ = query.shape
         k_len = key.shape[1]
         chunk = config.chunk_size
-        if config.use_chunking and k_len > chunk:
+        if config.use_chunking:
             # Align the queries with the keys (dummy queries in front), pad to whole chunks with masked positions.
+            # Also when k_len <= chunk (one padded chunk, the same numbers): a branch on the length would make
+            # torch.export keep one side only, and the ONNX graph be wrong at other lengths.
             offset, front = 0, k_len - q_len
             pad = -k_len % chunk
-            if pad and key_mask is None:
+            if key_mask is None:
                 key_mask = key.new_ones(batch, k_len)
             query = F.pad(query, (0, 0, front, pad))  # (B, Lk + pad, S)
             key, value = F.pad(key, (0, 0, 0, pad)), F.pad(value, (0, 0, 0, pad))

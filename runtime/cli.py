@@ -62,6 +62,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if all(r.finite for r in rows) else 1
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    _need_torch()
+    from tensorkiln.export.exporter import ExportOptions, export
+
+    options = ExportOptions(task=args.task, opset=args.opset, precision=args.precision, batch=args.batch,
+                            seq=args.seq, overwrite=args.overwrite, progress=not args.no_progress)
+    manifest = export(args.checkpoint_dir, args.out_dir, options)
+    verification = manifest.verification
+    worst: dict[str, float] = {}
+    for check in verification.checks:
+        for error in check.errors:
+            name = "present.*" if error.output.startswith("present.") else error.output  # the cache, in one figure
+            worst[name] = max(worst.get(name, 0.0), error.max_abs)
+    print(f"wrote {manifest.hf_class} ({manifest.task}, {manifest.precision}, opset {manifest.opset}) "
+          f"to {args.out_dir}")
+    if verification.status == "passed":
+        summary = ", ".join(f"{name} {value:.2g}" for name, value in worst.items())
+        print(f"verified with ONNX Runtime at {len(verification.checks)} shapes ({verification.rule}): "
+              f"max abs {summary}")
+    else:
+        print(f"kiln: warning: not verified: {verification.reason}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kiln", description="tensorkiln: reference models, export and runtime")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -84,6 +108,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seq", type=int, default=128, help="sequence length (clipped to each model's maximum)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("export", help="export a checkpoint to ONNX (model.onnx + manifest.json), checked with ORT")
+    p.add_argument("checkpoint_dir", help="an HF checkpoint folder (config.json + weights)")
+    p.add_argument("out_dir", help="the folder to write; it must not exist (or pass --overwrite)")
+    p.add_argument("--task", default=None,
+                   help="the head to export, e.g. ForSequenceClassification or text-classification (default: the "
+                        "one config.json names)")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
+                   help="fp16 exports half weights and activations (ids stay int64)")
+    p.add_argument("--batch", type=int, default=2, help="batch size of the export-time check (a hint)")
+    p.add_argument("--seq", type=int, default=16, help="sequence length of the export-time check (a hint)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(func=cmd_export)
     return parser
 
 
@@ -96,9 +135,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as exc:  # the reference's own errors (ConfigError, CheckpointError) are meant for people
         name = type(exc).__name__
-        if name in {"ConfigError", "CheckpointError"}:
+        if name in {"ConfigError", "CheckpointError", "ExportError"}:
             print(f"kiln: error: {exc}", file=sys.stderr)
             return 2
+        if name == "VerificationError":  # the export ran but failed its check: nothing was written
+            print(f"kiln: error: {exc}", file=sys.stderr)
+            return 1
         raise
 
 
