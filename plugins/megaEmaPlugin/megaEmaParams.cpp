@@ -3,6 +3,7 @@
  */
 #include "megaEmaPlugin/megaEmaParams.h"
 
+#include "common/shapeRules.h"
 #include "common/status.h"
 
 #include <limits>
@@ -15,31 +16,6 @@ namespace
 {
 
 constexpr char const* kOWNER = MegaEmaContract::kOP_TYPE;
-
-std::string extentsToString(std::vector<int64_t> const& extents)
-{
-    std::ostringstream text;
-    text << "(";
-    for (std::size_t i = 0; i < extents.size(); ++i)
-    {
-        text << (i > 0 ? ", " : "") << extents[i];
-    }
-    text << (extents.size() == 1 ? ",)" : ")");
-    return text.str();
-}
-
-//! Merge a known-or-unknown extent into `symbol` (B, L, D, N or K), failing on a conflict.
-void unify(int64_t& symbol, int64_t extent, char const* symbolName, char const* input, std::size_t axis)
-{
-    if (extent < 0)
-    {
-        return;
-    }
-    TK_CHECK(symbol < 0 || symbol == extent,
-        kOWNER << ": " << input << " has " << symbolName << " = " << extent << " on axis " << axis
-               << ", but another input says " << symbolName << " = " << symbol);
-    symbol = extent;
-}
 
 std::size_t alignUp(std::size_t bytes) noexcept
 {
@@ -80,19 +56,19 @@ void validateMegaEmaAttributes(MegaEmaAttributes const& attributes)
         kOWNER << ": field 'truncation' must fit in int32, got " << attributes.truncation);
 }
 
-MegaEmaShape checkMegaEmaShapes(std::vector<std::vector<int64_t>> const& inputExtents,
-    MegaEmaAttributes const& attributes)
+MegaEmaShape checkMegaEmaShapes(
+    std::vector<std::vector<int64_t>> const& inputExtents, MegaEmaAttributes const& attributes)
 {
     std::size_t const nbInputs = inputExtents.size();
     TK_CHECK(nbInputs == MegaEmaContract::kNB_REQUIRED_INPUTS || nbInputs == MegaEmaContract::kNB_INPUTS,
-        kOWNER << ": expects " << MegaEmaContract::kNB_REQUIRED_INPUTS << " inputs (or "
-               << MegaEmaContract::kNB_INPUTS << " with prev_state), got " << nbInputs);
+        kOWNER << ": expects " << MegaEmaContract::kNB_REQUIRED_INPUTS << " inputs (or " << MegaEmaContract::kNB_INPUTS
+               << " with prev_state), got " << nbInputs);
     for (std::size_t i = 0; i < nbInputs; ++i)
     {
         auto const rank = static_cast<std::size_t>(MegaEmaContract::kINPUT_RANKS[i]);
-        TK_CHECK(inputExtents[i].size() == rank,
-            kOWNER << ": " << MegaEmaContract::kINPUT_NAMES[i] << " must have rank " << rank << ", got shape "
-                   << extentsToString(inputExtents[i]));
+        TK_CHECK(inputExtents[i].size() == rank, kOWNER << ": " << MegaEmaContract::kINPUT_NAMES[i]
+                                                        << " must have rank " << rank << ", got shape "
+                                                        << extentsToString(inputExtents[i]));
     }
 
     MegaEmaShape shape;
@@ -108,8 +84,8 @@ MegaEmaShape checkMegaEmaShapes(std::vector<std::vector<int64_t>> const& inputEx
     {
         std::vector<int64_t> const& extents = inputExtents[static_cast<std::size_t>(input)];
         char const* name = MegaEmaContract::kINPUT_NAMES[static_cast<std::size_t>(input)];
-        unify(rows, extents[0], "K", name, 0);
-        unify(shape.ndim, extents[1], "N", name, 1);
+        unifyExtent(kOWNER, rows, extents[0], "K", name, 0);
+        unifyExtent(kOWNER, shape.ndim, extents[1], "N", name, 1);
         if (extents.size() == 3)
         {
             TK_CHECK(extents[2] < 0 || extents[2] == 1,
@@ -138,9 +114,9 @@ MegaEmaShape checkMegaEmaShapes(std::vector<std::vector<int64_t>> const& inputEx
         TK_CHECK(attributes.truncation == 0,
             kOWNER << ": prev_state needs truncation=0: a truncated kernel has no recurrent state");
         std::vector<int64_t> const& prev = inputExtents[MegaEmaContract::kIN_PREV_STATE];
-        unify(shape.batch, prev[0], "B", "prev_state", 0);
-        unify(shape.channels, prev[1], "D", "prev_state", 1);
-        unify(shape.ndim, prev[2], "N", "prev_state", 2);
+        unifyExtent(kOWNER, shape.batch, prev[0], "B", "prev_state", 0);
+        unifyExtent(kOWNER, shape.channels, prev[1], "D", "prev_state", 1);
+        unifyExtent(kOWNER, shape.ndim, prev[2], "N", "prev_state", 2);
     }
     return shape;
 }
@@ -182,8 +158,8 @@ void checkMegaEmaTypes(std::vector<ElementType> const& inputTypes, bool allowFlo
         bool allowed = (MegaEmaContract::kINPUT_DTYPES[i] & maskOf(type)) != 0;
         // The ops compute fp64 inputs in fp64; the contract (an ONNX/TensorRT contract) has no fp64 x.
         allowed = allowed || (allowFloat64 && type == ElementType::kFLOAT64);
-        TK_CHECK(allowed,
-            kOWNER << ": " << MegaEmaContract::kINPUT_NAMES[i] << " may not be " << elementTypeName(type));
+        TK_CHECK(
+            allowed, kOWNER << ": " << MegaEmaContract::kINPUT_NAMES[i] << " may not be " << elementTypeName(type));
         int32_t const sameAs = MegaEmaContract::kINPUT_SAME_DTYPE_AS[i];
         TK_CHECK(sameAs < 0 || type == inputTypes[static_cast<std::size_t>(sameAs)],
             kOWNER << ": " << MegaEmaContract::kINPUT_NAMES[i] << " must have x's dtype " << elementTypeName(xType)
@@ -217,15 +193,14 @@ MegaEmaScanLayout megaEmaScanLayout(MegaEmaShape const& shape, MegaEmaAttributes
     int64_t const channelTiles = (shape.channels + kMEGA_EMA_LANES - 1) / kMEGA_EMA_LANES;
     double const blocks
         = static_cast<double>(channelTiles) * static_cast<double>(g.chunks) * static_cast<double>(g.batch);
-    TK_CHECK(blocks < 2147483647.0,
-        kOWNER << ": problem too large for one launch (B=" << g.batch << " L=" << g.length << " D=" << g.channels
-               << ")");
+    TK_CHECK(blocks < 2147483647.0, kOWNER << ": problem too large for one launch (B=" << g.batch << " L=" << g.length
+                                           << " D=" << g.channels << ")");
 
     layout.accumulatorBytes = xType == ElementType::kFLOAT64 ? 8 : 4;
     if (g.useCarries)
     {
         auto const states = static_cast<std::size_t>(g.chunks) * static_cast<std::size_t>(g.batch)
-            * static_cast<std::size_t>(g.ndim) * layout.accumulatorBytes;
+                            * static_cast<std::size_t>(g.ndim) * layout.accumulatorBytes;
         layout.carryOffset = 0;
         std::size_t const carryBytes = alignUp(states * static_cast<std::size_t>(g.rows));
         layout.exactOffset = carryBytes;

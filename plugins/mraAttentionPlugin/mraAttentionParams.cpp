@@ -4,6 +4,7 @@
  */
 #include "mraAttentionPlugin/mraAttentionParams.h"
 
+#include "common/shapeRules.h"
 #include "common/status.h"
 
 #include <cmath>
@@ -17,31 +18,6 @@ namespace
 {
 
 constexpr char const* kOWNER = "MraAttention";
-
-std::string extentsToString(std::vector<int64_t> const& extents)
-{
-    std::ostringstream text;
-    text << "(";
-    for (std::size_t i = 0; i < extents.size(); ++i)
-    {
-        text << (i > 0 ? ", " : "") << extents[i];
-    }
-    text << (extents.size() == 1 ? ",)" : ")");
-    return text.str();
-}
-
-//! Merge a known-or-unknown extent into `symbol` (B, H, L or D), failing on a conflict.
-void unify(int64_t& symbol, int64_t extent, char const* symbolName, char const* input, std::size_t axis)
-{
-    if (extent < 0)
-    {
-        return;
-    }
-    TK_CHECK(symbol < 0 || symbol == extent, kOWNER << ": " << input << " has " << symbolName << " = " << extent
-                                                    << " on axis " << axis << ", but another input says " << symbolName
-                                                    << " = " << symbol);
-    symbol = extent;
-}
 
 uint32_t maskOf(ElementType type) noexcept
 {
@@ -131,12 +107,12 @@ MraShape checkMraShapes(std::vector<std::vector<int64_t>> const& inputExtents)
         int64_t* fields[] = {&shape.batch, &shape.heads, &shape.length, &shape.headDim};
         for (std::size_t axis = 0; axis < 4; ++axis)
         {
-            unify(*fields[axis], extents[axis], symbols[axis], name, axis);
+            unifyExtent(kOWNER, *fields[axis], extents[axis], symbols[axis], name, axis);
         }
     }
     std::vector<int64_t> const& mask = inputExtents[MraContract::kIN_ATTENTION_MASK];
-    unify(shape.batch, mask[0], "B", "attention_mask", 0);
-    unify(shape.length, mask[1], "L", "attention_mask", 1);
+    unifyExtent(kOWNER, shape.batch, mask[0], "B", "attention_mask", 0);
+    unifyExtent(kOWNER, shape.length, mask[1], "L", "attention_mask", 1);
 
     TK_CHECK(shape.length < 0 || (shape.length >= 1 && shape.length <= kMRA_MAX_LENGTH),
         kOWNER << ": the sequence length L must be in [1, " << kMRA_MAX_LENGTH << "], got " << shape.length);
