@@ -51,7 +51,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _need_torch()
     import torch
 
-    from tensorkiln.reference.demo import format_table, run_demo, tiny_presets
+    from tensorkiln.export.demo import format_table, run_demo, tiny_presets
     from tensorkiln.reference.presets import DEMO_PRESETS
 
     if args.threads:

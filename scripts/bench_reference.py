@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from tensorkiln.reference import from_pretrained
-from tensorkiln.reference.demo import max_length
+from tensorkiln.export.demo import max_length
 from tensorkiln.reference.presets import DEMO_PRESETS, get_preset
 
 

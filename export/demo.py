@@ -15,8 +15,10 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CONFIG_NAME, from_pretrained
-from .presets import DEMO_PRESETS, get_preset, init_checkpoint
+from tensorkiln.reference.checkpoint import CONFIG_NAME, from_pretrained
+from tensorkiln.reference.presets import DEMO_PRESETS, get_preset, init_checkpoint
+
+from .specs import get_spec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,11 +78,9 @@ def run_demo(out_dir: Path, presets: tuple[str, ...], batch: int, seq: int, repe
 
 
 def max_length(config) -> int:
-    # MRA and Nystromformer reserve position slots; every config names its usable maximum the same way.
-    for key in ("max_positions", "max_position_embeddings"):
-        if hasattr(config, key):
-            return int(getattr(config, key))
-    return 512
+    """The longest input the model takes, from its export spec's length rules (Nystromformer's landmark branch
+    stops at ``segment_means_seq_len``, MRA and the BERT-style models at ``max_position_embeddings``, ...)."""
+    return get_spec(config.model_type).length_rules(config).max_length
 
 
 def format_table(rows: list[DemoRow], batch: int, seq: int) -> str:
