@@ -29,6 +29,7 @@ if not torch.cuda.is_available():
 
 from tensorkiln.reference.ops import cuda_kernels  # noqa: E402  (builds/loads the extension; needs CUDA)
 from tensorkiln.reference.ops.mra_attention import mra_attention  # noqa: E402
+from mra_oracles import dense_attention, right_padding  # noqa: E402
 
 BLOCK = 32
 # fp32 kernel vs the fp32 op: both compute in fp32 and differ by summation order only.
@@ -56,21 +57,6 @@ def cuda_op(q, k, v, mask, **attributes):
 def torch_op(q, k, v, mask, **attributes):
     """The pure-PyTorch implementation (CPU dispatch of the same op)."""
     return mra_attention(q.cpu(), k.cpu(), v.cpu(), mask.cpu(), **attributes)
-
-
-def padding_mask(batch, length, real_lengths):
-    mask = torch.zeros(batch, length)
-    for b, n in enumerate(real_lengths):
-        mask[b, :n] = 1.0
-    return mask
-
-
-def dense_attention(q, k, v, mask, scale):
-    """softmax(q k^T * scale + mask bias) v in fp64, zero at padded query rows."""
-    logits = torch.einsum("bhqd,bhkd->bhqk", q.double(), k.double()) * scale
-    logits = logits.masked_fill(mask[:, None, None, :] == 0, float("-inf"))
-    out = torch.einsum("bhqk,bhkd->bhqd", torch.softmax(logits, dim=-1), v.double())
-    return out * mask[:, None, :, None]
 
 
 def prior_block_count(nb, first_n, diagonal_n):
@@ -170,7 +156,7 @@ DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 def test_cuda_kernel_matches_the_torch_op(length, dim, approx_mode):
     batch, heads = 2, 2
     nb = math.ceil(length / BLOCK)
-    mask = padding_mask(batch, length, [length, max(1, length // 2 + 1)])
+    mask = right_padding(batch, length, [length, max(1, length // 2 + 1)])
     scale = 1.0 / math.sqrt(max(dim, BLOCK))
     budgets = [b for b in (budget_below(nb), nb * nb) if b is not None]
     for budget in budgets:
@@ -207,7 +193,7 @@ def test_cuda_kernel_matches_the_torch_op(length, dim, approx_mode):
 def test_full_budget_is_dense_attention(length, dim, real, dtype, approx_mode):
     g = torch.Generator().manual_seed(length + dim)
     q, k, v = [torch.randn(2, 3, length, dim, generator=g).to(dtype) for _ in range(3)]
-    mask = padding_mask(2, length, real)
+    mask = right_padding(2, length, real)
     scale = 1.0 / math.sqrt(max(dim, BLOCK))
     every_block = math.ceil(length / BLOCK) ** 2
     out = cuda_op(q, k, v, mask, num_blocks=every_block, scale=scale, approx_mode=approx_mode,
@@ -223,7 +209,7 @@ def test_ties_at_the_cut_take_the_lowest_block_indices(approx_mode):
     is a tie. The kernel takes the lowest flat block indices, as the reference op (a stable sort) and ONNX TopK do."""
     g = torch.Generator().manual_seed(11)
     q, k, v = [torch.randn(2, 2, 300, 64, generator=g) for _ in range(3)]
-    mask = padding_mask(2, 300, [300, 130])
+    mask = right_padding(2, 300, [300, 130])
     attributes = dict(num_blocks=12, scale=0.125, approx_mode=approx_mode,
                       initial_prior_first_n_blocks=1, initial_prior_diagonal_n_blocks=3)
     out = cuda_op(q, k, v, mask, **attributes)
@@ -234,7 +220,7 @@ def test_ties_at_the_cut_take_the_lowest_block_indices(approx_mode):
 def test_top_k_over_65536_candidates():
     """L = 8192: nb^2 = 65536 candidates per (batch, head), the largest the brief names; radix select over them."""
     length, dim = 8192, 32
-    mask = padding_mask(1, length, [8000])
+    mask = right_padding(1, length, [8000])
     scale = 1.0 / math.sqrt(BLOCK)
     for budget in (300, 4096):
         selection = dict(mask=mask, num_blocks=budget, scale=scale)
@@ -249,7 +235,7 @@ def test_non_contiguous_inputs_and_half_mask():
     """Strided (B, H, L, D) views, as attention layers produce from a (B, L, H, D) projection, and a fp16 mask."""
     g = torch.Generator().manual_seed(5)
     q, k, v = [torch.randn(2, 200, 4, 64, generator=g).transpose(1, 2) for _ in range(3)]  # (B, H, L, D) views
-    mask = padding_mask(2, 200, [200, 77])
+    mask = right_padding(2, 200, [200, 77])
     attributes = dict(num_blocks=12, scale=0.125, approx_mode="full")
     assert selection_is_unambiguous(q, k, mask, 12, 0.125)
     out = cuda_op(q, k, v, mask.half(), **attributes)

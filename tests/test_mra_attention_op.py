@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from hf_mra_kernels import emulated_mra_kernels
+from mra_oracles import dense_attention, right_padding
 from tensorkiln.reference import build_model
 from tensorkiln.reference.init import initialize_weights
 from tensorkiln.reference.mra import MraConfig
@@ -27,21 +28,6 @@ TOL = 1e-5
 def random_qkv(batch, heads, length, dim, seed=0, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
     return [torch.randn(batch, heads, length, dim, generator=g).to(dtype) for _ in range(3)]
-
-
-def right_padding(batch, length, real_lengths):
-    mask = torch.zeros(batch, length)
-    for b, n in enumerate(real_lengths):
-        mask[b, :n] = 1.0
-    return mask
-
-
-def dense_attention(q, k, v, mask, scale):
-    """The textbook oracle: softmax(q k^T * scale + mask_bias) v, zero at padded query rows."""
-    logits = torch.einsum("bhqd,bhkd->bhqk", q.double(), k.double()) * scale
-    logits = logits.masked_fill(mask[:, None, None, :] == 0, float("-inf"))
-    out = torch.einsum("bhqk,bhkd->bhqd", torch.softmax(logits, dim=-1), v.double())
-    return (out * mask[:, None, :, None]).float()
 
 
 # (batch, heads, length, dim, real lengths per batch row or None)
@@ -66,7 +52,7 @@ def test_full_budget_equals_dense_attention(batch, heads, length, dim, real, app
     out = mra_attention(q, k, v, mask, num_blocks=every_block, scale=scale, approx_mode=approx_mode,
                         initial_prior_first_n_blocks=1, initial_prior_diagonal_n_blocks=1)
     assert out.shape == q.shape and out.dtype == q.dtype
-    assert (out - dense_attention(q, k, v, mask, scale)).abs().max() <= TOL
+    assert (out - dense_attention(q, k, v, mask, scale).float()).abs().max() <= TOL
     assert (out * (1 - mask)[:, None, :, None]).abs().max() == 0  # zero at padded positions
 
 
@@ -78,7 +64,7 @@ def test_short_input_with_base_512_budget_is_dense(length):
     q, k, v = random_qkv(2, 2, length, 64, seed=length)
     mask = right_padding(2, length, [length, length // 2])
     out = mra_attention(q, k, v, mask, num_blocks=budget, scale=0.125)
-    assert (out - dense_attention(q, k, v, mask, 0.125)).abs().max() <= TOL
+    assert (out - dense_attention(q, k, v, mask, 0.125).float()).abs().max() <= TOL
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -122,7 +108,7 @@ def test_matches_hf_mra2_attention(batch, heads, length, dim, budget, mode, firs
     assert (out - expected).abs().max() <= TOL
     if budget < (length // 32) ** 2 and mode == "full":
         # A partial budget really approximates: it is not dense attention.
-        assert (out - dense_attention(q, k, v, mask, 1.0 / math.sqrt(dim))).abs().max() > 1e-4
+        assert (out - dense_attention(q, k, v, mask, 1.0 / math.sqrt(dim)).float()).abs().max() > 1e-4
 
 
 @torch.no_grad()
