@@ -534,7 +534,7 @@ def _export_into(tmp: Path, checkpoint_dir: Path, arch, head: str, spec: ExportS
             opset=options.opset,
             precision=precision,
             inputs=tuple(mf.TensorInfo(s.name, _dtype_name(s, precision), s.dims) for s in inputs),
-            outputs=tuple(mf.TensorInfo(s.name, _dtype_name(s, precision), s.dims) for s in outputs),
+            outputs=tuple(mf.TensorInfo(s.name, _dtype_name(s, precision), s.dims, s.token_axis) for s in outputs),
             length_rules=rules,
             custom_nodes=custom_nodes,
             cache=spec.cache_layout(config, head),

@@ -48,11 +48,16 @@ class ManifestError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class TensorInfo:
-    """One graph input or output: its HF name, element type and dims (ints are fixed, strings symbolic)."""
+    """One graph input or output: its HF name, element type and dims (ints are fixed, strings symbolic).
+
+    ``token_axis``: for outputs, the axis that runs over the input's tokens (a runtime that pads inputs to a fixed
+    length slices that axis back); None for pooled outputs and inputs.
+    """
 
     name: str
     dtype: str
     dims: tuple[Dim, ...]
+    token_axis: int | None = None
 
     def resolve(self, sizes: Mapping[str, int]) -> tuple[int, ...]:
         """The concrete shape for the given symbolic sizes (``"a + b"`` sums its names)."""
@@ -202,7 +207,7 @@ def to_dict(manifest: Manifest) -> dict[str, Any]:
 
 
 def _tensor(d: Mapping[str, Any]) -> TensorInfo:
-    return TensorInfo(name=d["name"], dtype=d["dtype"], dims=tuple(d["dims"]))
+    return TensorInfo(name=d["name"], dtype=d["dtype"], dims=tuple(d["dims"]), token_axis=d.get("token_axis"))
 
 
 def from_dict(data: Mapping[str, Any]) -> Manifest:

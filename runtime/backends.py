@@ -1,0 +1,60 @@
+"""Execution backends for a session: ONNX Runtime (CPU by default, the CUDA execution provider where
+onnxruntime-gpu is installed). Torch-free; optional backends are detected when asked for, and their absence is an
+error with the install hint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+BACKENDS = ("auto", "onnxruntime", "tensorrt")
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+
+
+class BackendUnavailableError(RuntimeError):
+    """The backend (or execution provider) asked for is not installed or cannot run this export."""
+
+
+def choose_providers(backend: str, providers: Sequence[str] | None) -> list[str]:
+    """The ORT execution providers for ``backend``: explicit ``providers`` win; "auto" takes CUDA when installed."""
+    import onnxruntime as ort
+
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "tensorrt":
+        raise BackendUnavailableError(
+            "backend 'tensorrt' is not available yet: the TensorRT session (engine build with the tensorkiln plugin "
+            "library) is still to come. Use backend='onnxruntime', or build an engine with trtexec "
+            "--onnx=model.onnx --dynamicPlugins=libtensorkiln_plugins.so --enablePluginOverride")
+    available = ort.get_available_providers()
+    if providers:
+        missing = [p for p in providers if p not in available]
+        if missing:
+            hint = " (pip install onnxruntime-gpu)" if CUDA in missing else ""
+            raise BackendUnavailableError(f"execution provider {', '.join(missing)} is not in this onnxruntime "
+                                          f"build{hint}; available: {', '.join(available)}")
+        return list(providers)
+    return [CUDA, CPU] if CUDA in available else [CPU]
+
+
+def ort_session(model_path: Path, providers: Sequence[str], threads: int | None, precision: str):
+    """An ORT InferenceSession over the exported file, with every graph optimisation on."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: notes on unused initializers are not the user's concern
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(str(model_path), options, providers=list(providers))
+    except Exception as exc:
+        text = str(exc)
+        if precision == "fp16" and ("NOT_IMPLEMENTED" in text or "Could not find an implementation" in text):
+            raise BackendUnavailableError(
+                f"ONNX Runtime's {', '.join(providers)} cannot run this fp16 export ({text.splitlines()[0]}). fp16 "
+                "exports are meant for GPUs: install onnxruntime-gpu, or export with --precision fp32 for CPU"
+            ) from None
+        raise
