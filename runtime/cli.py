@@ -86,6 +86,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_triton(args: argparse.Namespace) -> int:
+    from tensorkiln.runtime.triton import TritonError, write_repository
+
+    try:
+        target = write_repository(args.export_dir, args.repo_dir, name=args.name, max_batch_size=args.max_batch_size,
+                                  instances=args.instances, kind="KIND_GPU" if args.gpu else "KIND_CPU",
+                                  overwrite=args.overwrite)
+    except TritonError as exc:
+        raise CliError(str(exc)) from None
+    print(f"wrote the Triton model {target.name!r} to {target} (serve with: tritonserver --model-repository "
+          f"{target.parent})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kiln", description="tensorkiln: reference models, export and runtime")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -123,6 +137,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("triton", help="write a Triton Inference Server model repository (ONNX Runtime backend)")
+    p.add_argument("export_dir", help="a folder written by `kiln export`")
+    p.add_argument("repo_dir", help="the model repository (created if absent); the model goes in REPO_DIR/NAME")
+    p.add_argument("--name", default=None, help="model name (default: <model_type>_<head>)")
+    p.add_argument("--max-batch-size", type=int, default=8,
+                   help="Triton batching for encoders whose rows are independent (default 8; 0 turns it off)")
+    p.add_argument("--instances", type=int, default=1, help="model instances per device (default 1)")
+    p.add_argument("--gpu", action="store_true", help="place instances on GPUs (KIND_GPU) instead of CPUs")
+    p.add_argument("--overwrite", action="store_true", help="replace REPO_DIR/NAME if it exists")
+    p.set_defaults(func=cmd_triton)
     return parser
 
 
@@ -135,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as exc:  # the reference's own errors (ConfigError, CheckpointError) are meant for people
         name = type(exc).__name__
-        if name in {"ConfigError", "CheckpointError", "ExportError"}:
+        if name in {"ConfigError", "CheckpointError", "ExportError", "ManifestError", "RuntimeInputError",
+                    "BackendUnavailableError"}:
             print(f"kiln: error: {exc}", file=sys.stderr)
             return 2
         if name == "VerificationError":  # the export ran but failed its check: nothing was written
