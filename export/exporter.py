@@ -40,13 +40,10 @@ from torch import nn
 from . import manifest as mf
 from .specs import HEAD_TASKS, ExportError, ExportSpec, Shape, TensorSpec, get_spec, resolve_task
 
-#: The parity policy (ARCHITECTURE.md): ORT fp32 vs the reference, max abs error.
-FP32_MAX_ABS = 1e-4
-#: ... and relative to the output's power: random-weight checkpoints give outputs of 1e-3 (a wrong graph stays
-#: under 1e-4 there), while a faithful fp32 graph measures NMSE below 1e-12.
-FP32_MAX_NMSE = 1e-8
-#: Reduced precision: ORT's error vs the fp32 reference is at most this multiple of PyTorch's own error.
-HALF_ERROR_RATIO = 2.0
+# The parity policy (ARCHITECTURE.md) lives in one torch-free module shared with `kiln parity`.
+from tensorkiln.runtime import tolerances
+from tensorkiln.runtime.tolerances import FP32_MAX_ABS, FP32_MAX_NMSE, HALF_ERROR_RATIO  # noqa: F401
+
 DEFAULT_OPSET = 18
 #: The dynamo exporter emits opset 18 and newer (LayerNormalization needs 17).
 MIN_OPSET = 18
@@ -276,33 +273,8 @@ def _check(folder: Path, custom_nodes: Sequence[mf.CustomNode]) -> None:
 
 
 def _errors(name: str, got: np.ndarray, want: np.ndarray) -> mf.OutputError:
-    got64, want64 = got.astype(np.float64), want.astype(np.float64)
-    diff = got64 - want64
-    if not np.all(np.isfinite(got64)):
-        return mf.OutputError(output=name, max_abs=math.inf, nmse=math.inf, cosine=-1.0)
-    max_abs = float(np.abs(diff).max()) if diff.size else 0.0
-    power = float(np.square(want64).sum())
-    nmse = float(np.square(diff).sum() / power) if power > 0 else float(np.square(diff).sum())
-    norms = float(np.linalg.norm(got64) * np.linalg.norm(want64))
-    cosine = float((got64 * want64).sum() / norms) if norms > 0 else 1.0
+    max_abs, nmse, cosine = tolerances.errors(name, got, want)
     return mf.OutputError(output=name, max_abs=max_abs, nmse=nmse, cosine=cosine)
-
-
-def _real_tokens(out_spec: TensorSpec, attention_mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
-    """A boolean mask of the output's elements at real (unpadded) tokens; None when it has no token axis.
-
-    fp16 checks compare there only: a padded query attends to nothing, which the fp32 reference turns into a
-    uniform softmax over the masked keys, while in fp16 that row's scores are the mask value -65504 plus a score,
-    rounded at a step of 32 or overflowing to -inf, so its output is arbitrary (and ignored by every consumer).
-    """
-    axis = out_spec.token_axis
-    if axis is None or attention_mask.ndim != 2:
-        return None
-    length = shape[axis]
-    tokens = attention_mask[:, attention_mask.shape[1] - length:].astype(bool)  # (B, L): the mask's last L columns
-    view = [1] * len(shape)
-    view[0], view[axis] = tokens.shape
-    return np.broadcast_to(tokens.reshape(view), shape)
 
 
 def _session(folder: Path, precision: str):
@@ -363,7 +335,8 @@ def verify(
                 raise VerificationError(f"output {out_spec.name!r} has shape {tuple(value.shape)} at {sizes}; the "
                                         f"spec says {out_spec.dims} = {expected_shape}")
             reference_value = want[out_spec.name].float().numpy()
-            select = _real_tokens(out_spec, feeds["attention_mask"], value.shape) if precision == "fp16" else None
+            select = (tolerances.real_tokens(out_spec.token_axis, feeds["attention_mask"], value.shape)
+                      if precision == "fp16" else None)
             if select is not None:
                 value, reference_value = value[select], reference_value[select]
             error = _errors(out_spec.name, value, reference_value)
