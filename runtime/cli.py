@@ -57,9 +57,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     presets = tiny_presets() if args.size == "tiny" else DEMO_PRESETS
-    rows = run_demo(Path(args.out), presets, batch=args.batch, seq=args.seq)
-    print(format_table(rows, args.batch, args.seq))
-    return 0 if all(r.finite for r in rows) else 1
+    rows = run_demo(Path(args.out), presets, batch=args.batch, seq=args.seq, threads=args.threads or None)
+    print(format_table(rows, args.batch))
+    print(f"\ncheckpoints, exports and parity reports (parity.md, parity.json) are under {args.out}/")
+    return 0 if all(r.ok for r in rows) else 1
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -100,6 +101,21 @@ def cmd_triton(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_parity(args: argparse.Namespace) -> int:
+    _need_torch()
+    from tensorkiln.runtime.parity import ParityUsageError, check_report_dir, run_parity, to_markdown, write_report
+
+    try:
+        folder = check_report_dir(args.report, args.export_dir)
+        report = run_parity(args.checkpoint_dir, args.export_dir, shapes=args.shapes, seed=args.seed)
+    except ParityUsageError as exc:
+        raise CliError(str(exc)) from None
+    write_report(report, folder)
+    print(to_markdown(report), end="")
+    print(f"kiln parity: {report.status}; report in {folder}", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kiln", description="tensorkiln: reference models, export and runtime")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -115,12 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists")
     p.set_defaults(func=cmd_init_checkpoint)
 
-    p = sub.add_parser("demo", help="build the five demo checkpoints and run the reference models (main job)")
+    p = sub.add_parser("demo", help="the main job: build the five demo checkpoints, export them, check parity, "
+                                    "run them with the runtime, print one summary table")
     p.add_argument("--out", default="kiln-demo", help="where the demo checkpoints live (reused if present)")
     p.add_argument("--size", choices=("base", "tiny"), default="base", help="published base configs or tiny ones")
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--seq", type=int, default=128, help="sequence length (clipped to each model's maximum)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--seq", type=int, default=128,
+                   help="sequence length of the timed run (clipped to each model's maximum)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch and ORT (default: their choice)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX (model.onnx + manifest.json), checked with ORT")
@@ -148,6 +166,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu", action="store_true", help="place instances on GPUs (KIND_GPU) instead of CPUs")
     p.add_argument("--overwrite", action="store_true", help="replace REPO_DIR/NAME if it exists")
     p.set_defaults(func=cmd_triton)
+
+    p = sub.add_parser("parity", help="check an export through the runtime against its checkpoint's reference model")
+    p.add_argument("checkpoint_dir", help="the HF checkpoint folder the export was made from")
+    p.add_argument("export_dir", help="a folder written by `kiln export`")
+    p.add_argument("--report", default=None,
+                   help="where to write parity.json and parity.md (default: EXPORT_DIR/../<name>-parity)")
+    p.add_argument("--shapes", type=int, default=None, help="check only the first N input shapes (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    p.set_defaults(func=cmd_parity)
     return parser
 
 

@@ -51,7 +51,8 @@ def _tensor_block(tensors: tuple[mf.TensorInfo, ...], batched: bool) -> str:
     entries = []
     for t in tensors:
         dims = t.dims[1:] if batched else t.dims
-        entries.append(f'  {{\n    name: "{t.name}"\n    data_type: {TRITON_TYPES[t.dtype]}\n    dims: {_dims(dims)}\n  }}')
+        entries.append(f'  {{\n    name: "{t.name}"\n    data_type: {TRITON_TYPES[t.dtype]}\n'
+                       f'    dims: {_dims(dims)}\n  }}')
     return ",\n".join(entries)
 
 
