@@ -27,8 +27,8 @@ from .contract import NodeContract
 
 __all__ = ["Body", "Ref", "build_function", "op_schema", "node_op", "MIN_OPSET", "VARIANT_KEY"]
 
-#: The oldest default-domain opset the bodies are written for (ScatterND reduction="max" is new in 18). Every op
-#: they use means the same up to opset 23 (later versions only add types or attributes they do not set).
+#: The oldest default-domain opset the bodies are written for (ScatterElements reduction="max" is new in 18). Every
+#: op they use means the same up to opset 23 (later versions only add types or attributes they do not set).
 MIN_OPSET = 18
 
 #: metadata_props key of a function body's variant (what it fixed that a node's attributes or inputs could vary).

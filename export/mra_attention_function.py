@@ -11,9 +11,10 @@ and ``export/custom_ops.py`` puts the one that the model's nodes use into the mo
 
 Op by op: block means (ReduceSum over a (.., nb, 32, D) view), low-resolution logits (MatMul), top-k of the
 block logits with HF's priors (TopK, k = min(num_blocks, nb^2)), the selected 32 x 32 tiles (Gather of whole tiles,
-MatMul), the per-row stabiliser over the selected tiles (``scatter_reduce(amax, include_self=False)`` as ScatterND
-with reduction "max" into -FLT_MAX plus a Where for rows no tile reached), the tile sums scattered back (ScatterND
-with reduction "add"), and for "full" the low-resolution remainder of the blocks not covered.
+MatMul), the per-row stabiliser over the selected tiles (``scatter_reduce(amax, include_self=False)`` as
+ScatterElements with reduction "max" into -FLT_MAX plus a Where for rows no tile reached), the tile sums gathered
+per block row (a MatMul with the tiles' one-hot block rows: no scatter over repeated indices, which races in ONNX
+Runtime), and for "full" the low-resolution remainder of the blocks not covered.
 """
 
 from __future__ import annotations
@@ -106,26 +107,33 @@ def _mra_fp32(b: Body, query: str, key: str, value: str, mask: str, n_blocks: st
     logit = b.Div(b.MatMul(q_tiles, b.Transpose(k_tiles, perm=[0, 2, 1])), inv_scale)  # (BH*K, 32, 32)
     logit = b.Sub(logit, b.Mul(b.Sub(b.f32(1.0), b.Unsqueeze(key_mask, b.i64([1]))), b.f32(_REMOVED)))
 
-    # Each query row's stabiliser: the max over its selected tiles, where a tile reached it; otherwise the
-    # low-resolution row max (scatter_reduce(amax, include_self=False) in the op).
+    # Several selected tiles share a block row, so gathering their results per row is a reduction over repeated
+    # indices. ScatterND with a reduction races on repeated indices in ONNX Runtime's CPU kernel (its threads
+    # split the index list; measured: outputs that change from run to run). ScatterElements runs its reduction
+    # in order, and the sums are a batched MatMul with the tiles' one-hot block rows, so the body is deterministic.
     rows_shape = b.Concat(b.i64([-1]), block, axis=0)  # (BH*nb, 32)
     low_max_rows = b.Reshape(b.Expand(low_max, b.i64([1, 1, BLOCK])), rows_shape)  # (BH*nb, 32)
-    scatter_at = b.Unsqueeze(flat_rows, b.i64([1]))  # (BH*K, 1)
+    block_rows = b.Reshape(b.Range(b.i64(0), b.Squeeze(n_blocks, b.i64([0])), b.i64(1)),
+                           b.i64([1, -1, 1]))  # (1, nb, 1)
+    one_hot = b.Cast(b.Equal(b.Unsqueeze(b.Div(indices, n_blocks), b.i64([1])), block_rows),
+                     to=_FLOAT)  # (BH, nb, K): tile k lies in block row r
+
+    # Each query row's stabiliser: the max over its selected tiles, where a tile reached it; otherwise the
+    # low-resolution row max (scatter_reduce(amax, include_self=False) in the op).
     tile_max = b.ReduceMax(logit, b.i64([-1]), keepdims=0)  # (BH*K, 32)
     lowest = b.Expand(b.f32(_LOWEST), b.Shape(low_max_rows))
-    reached_max = b.ScatterND(lowest, scatter_at, tile_max, reduction="max")
-    n_rows = b.Shape(low_max_rows, start=0, end=1)  # (1,): BH*nb
-    reached = b.ScatterND(b.Expand(b.f32(0.0), n_rows), scatter_at, b.Expand(b.f32(1.0), b.Shape(flat_rows)),
-                          reduction="max")  # (BH*nb,): 1 where a tile landed
+    rows_at = b.Expand(b.Unsqueeze(flat_rows, b.i64([1])), b.Shape(tile_max))  # (BH*K, 32)
+    reached_max = b.ScatterElements(lowest, rows_at, tile_max, axis=0, reduction="max")  # (BH*nb, 32)
+    reached = b.Reshape(b.ReduceMax(one_hot, b.i64([-1]), keepdims=0), b.i64([-1]))  # (BH*nb,): 1 if reached
     row_max = b.Where(b.Unsqueeze(b.Greater(reached, b.f32(0.5)), b.i64([1])), reached_max, low_max_rows)
 
     attn = b.Exp(b.Sub(logit, b.Unsqueeze(b.Gather(row_max, flat_rows, axis=0), b.i64([2]))))  # (BH*K, 32, 32)
-    zeros_out = b.Expand(b.f32(0.0), b.Concat(n_rows, block, dim, axis=0))  # (BH*nb, 32, D)
-    high_out = b.ScatterND(zeros_out, scatter_at, b.MatMul(attn, v_tiles), reduction="add")
+    per_bh = b.Concat(batch_heads, b.i64([-1]), b.i64([BLOCK]), axis=0)
+    tile_out = b.Reshape(b.MatMul(attn, v_tiles), b.Concat(batch_heads, b.i64([-1]), b.Mul(block, dim), axis=0))
+    high_out = b.MatMul(one_hot, tile_out)  # (BH, nb, K) @ (BH, K, 32*D) -> (BH, nb, 32*D)
     high_out = b.Reshape(high_out, b.Concat(batch_heads, b.i64([-1]), dim, axis=0))  # (BH, Lp, D)
-    zeros_norm = b.Expand(b.f32(0.0), b.Shape(low_max_rows))  # (BH*nb, 32)
-    high_norm = b.ScatterND(zeros_norm, scatter_at, b.ReduceSum(attn, b.i64([-1]), keepdims=0), reduction="add")
-    high_norm = b.Reshape(high_norm, b.Concat(batch_heads, b.i64([-1]), axis=0))  # (BH, Lp)
+    tile_norm = b.Reshape(b.ReduceSum(attn, b.i64([-1]), keepdims=0), per_bh)  # (BH, K, 32)
+    high_norm = b.Reshape(b.MatMul(one_hot, tile_norm), b.Concat(batch_heads, b.i64([-1]), axis=0))  # (BH, Lp)
 
     if approx_mode == "sparse":
         context = b.Div(high_out, b.Unsqueeze(b.Add(high_norm, b.f32(_EPS)), b.i64([2])))
