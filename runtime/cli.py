@@ -116,6 +116,29 @@ def cmd_parity(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    _need_torch()
+    from tensorkiln.runtime.bench import BenchError, BenchOptions, format_markdown, run_bench
+
+    given = {"threads": args.threads, "work": Path(args.work), "json_path": args.json and Path(args.json),
+             "skip": frozenset(args.skip), "ort_fusions": args.ort_fusions, "progress": not args.no_progress,
+             "presets": tuple(args.presets or ()), "models": tuple(args.models or ()),
+             "batches": args.batch and tuple(args.batch), "seqs": args.seq and tuple(args.seq),
+             "repeats": args.repeats, "warmup": args.warmup, "prompt": args.prompt, "new_tokens": args.new_tokens,
+             "mra_preset": args.mra_preset, "sgemm_size": args.sgemm_size}
+    given = {k: v for k, v in given.items() if v is not None}  # unset options keep the (quick) defaults
+    options = BenchOptions.quick_run(**given) if args.quick else BenchOptions(**given)
+    if options.threads < 1 or options.repeats < 1 or options.warmup < 1:
+        raise CliError("--threads, --repeats and --warmup must be at least 1")
+    try:
+        result = run_bench(options)
+    except BenchError as exc:
+        raise CliError(str(exc)) from None
+    print(format_markdown(result))
+    print(f"kiln bench: results in {result['json_path']} ({result['elapsed_s']:.0f} s)", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kiln", description="tensorkiln: reference models, export and runtime")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -175,6 +198,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shapes", type=int, default=None, help="check only the first N input shapes (default: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
     p.set_defaults(func=cmd_parity)
+
+    p = sub.add_parser("bench", help="latency, throughput, FLOP/s vs the sgemm peak, generation and memory: the "
+                                     "reference, ONNX Runtime and HF eager on this machine")
+    p.add_argument("--presets", nargs="+", default=None,
+                   help="presets to build into --work and measure (default: the five base demo presets)")
+    p.add_argument("--models", nargs="+", default=None, metavar="CKPT[:EXPORT]",
+                   help="checkpoint folders, each with its `kiln export` folder (exported into --work if absent)")
+    p.add_argument("--batch", nargs="+", type=int, default=None, help="batch sizes (default 1 8)")
+    p.add_argument("--seq", nargs="+", type=int, default=None,
+                   help="sequence lengths (default 128 512), clipped to each model's maximum")
+    p.add_argument("--threads", type=int, default=2, help="intra-op threads of torch and ORT (default 2)")
+    p.add_argument("--repeats", type=int, default=None, help="timed runs per measurement; the median is kept (5)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed runs before timing (default 1)")
+    p.add_argument("--prompt", type=int, default=None, help="generation prompt length (default 32)")
+    p.add_argument("--new-tokens", type=int, default=None, help="generated tokens per run (default 32)")
+    p.add_argument("--mra-preset", default=None, help="the MRA preset of the MRA-vs-dense section "
+                                                      "(default mra-base-4096-8, at its full length)")
+    p.add_argument("--sgemm-size", type=int, default=None, help="n of the n x n sgemm peak (default 4096)")
+    p.add_argument("--skip", nargs="+", default=[], choices=("hf", "memory", "generation", "mra-dense"),
+                   help="sections to leave out")
+    p.add_argument("--ort-fusions", action="store_true",
+                   help="also time the export after ONNX Runtime's transformer optimizer (onnxruntime.transformers)")
+    p.add_argument("--work", default="kiln-bench", help="where checkpoints and exports are built (default kiln-bench)")
+    p.add_argument("--json", default=None, help="where to write the results (default WORK/bench.json)")
+    p.add_argument("--quick", action="store_true", help="tiny presets at one shape: a check that everything runs")
+    p.add_argument("--no-progress", action="store_true", help="no progress messages on stderr")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 
