@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from . import manifest as mf
+from .atomic import replace_folder
 from .specs import HEAD_TASKS, ExportError, ExportSpec, Shape, TensorSpec, get_spec, resolve_task
 
 # The parity policy (ARCHITECTURE.md) lives in one torch-free module shared with `kiln parity`.
@@ -402,15 +403,9 @@ def _resolve(checkpoint_dir: Path, task: str | None):
 
 
 def _replace(tmp: Path, out: Path, overwrite: bool) -> None:
-    if out.exists():
-        if not overwrite:
-            raise ExportError(f"{str(out)!r} appeared while exporting; nothing was replaced")
-        trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, trash / out.name)
-        os.replace(tmp, out)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
+    if out.exists() and not overwrite:
+        raise ExportError(f"{str(out)!r} appeared while exporting; nothing was replaced")
+    replace_folder(tmp, out)
 
 
 def export(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathLike, options: ExportOptions | None = None,

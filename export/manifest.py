@@ -16,10 +16,11 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from .atomic import write_text
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -292,16 +293,7 @@ def hash_files(folder: str | os.PathLike) -> dict[str, str]:
 def write_manifest(manifest: Manifest, folder: str | os.PathLike) -> Path:
     """Write ``folder/manifest.json`` atomically (a temporary file renamed over it)."""
     path = Path(folder) / MANIFEST_NAME
-    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(to_dict(manifest), f, indent=2)
-            f.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a manifest is as public as the model beside it
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text(path, json.dumps(to_dict(manifest), indent=2) + "\n")
     return path
 
 

@@ -22,7 +22,6 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -36,6 +35,7 @@ from polygraphy.comparator import Comparator
 from polygraphy.logger import G_LOGGER
 
 from tensorkiln.export import manifest as mf
+from tensorkiln.export.atomic import write_text
 
 from . import tolerances
 from .backends import BackendUnavailableError
@@ -323,18 +323,6 @@ def to_markdown(report: ParityReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is meant to be read by others
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def default_report_dir(export_dir: str | os.PathLike) -> Path:
     export = Path(export_dir).resolve()
     return export.parent / f"{export.name}-parity"
@@ -344,8 +332,8 @@ def write_report(report: ParityReport, folder: str | os.PathLike) -> Path:
     """Write ``parity.json`` and ``parity.md`` to ``folder`` (created), each atomically."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    _write_atomic(folder / JSON_NAME, json.dumps(to_json(report), indent=2) + "\n")
-    _write_atomic(folder / MARKDOWN_NAME, to_markdown(report))
+    write_text(folder / JSON_NAME, json.dumps(to_json(report), indent=2) + "\n")
+    write_text(folder / MARKDOWN_NAME, to_markdown(report))
     return folder
 
 

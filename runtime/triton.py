@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 from tensorkiln.export import manifest as mf
+from tensorkiln.export.atomic import replace_folder
 
 TRITON_TYPES = {"int64": "TYPE_INT64", "int32": "TYPE_INT32", "float32": "TYPE_FP32", "float16": "TYPE_FP16",
                 "bool": "TYPE_BOOL"}
@@ -116,9 +117,7 @@ def write_repository(export_dir: str | Path, repo_dir: str | Path, *, name: str 
                 shutil.copyfile(source, tmp / file)
         shutil.copyfile(export_dir / mf.MANIFEST_NAME, tmp / mf.MANIFEST_NAME)
         (tmp / "config.pbtxt").write_text(config_pbtxt(manifest, config, name, max_batch_size, instances, kind))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        replace_folder(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
