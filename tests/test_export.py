@@ -23,58 +23,18 @@ from tensorkiln.export import manifest as mf
 from tensorkiln.export.specs import ExportError, TensorSpec
 from tensorkiln.reference import all_architectures, from_pretrained
 from tensorkiln.reference.gpt_neox import position_ids_from_attention_mask
-from tensorkiln.reference.presets import Preset, get_preset, init_checkpoint
 from tensorkiln.runtime.cli import main as kiln
+
+from tiny_exports import Exports
 
 FP32_MAX_ABS = 1e-4
 #: Max abs error relative to the output's largest magnitude.
 FP32_REL = 1e-4
-TINY = {
-    "mra": "tiny-mra",
-    "mega": "tiny-mega",
-    "megatron-bert": "tiny-megatron-bert",
-    "gpt_neox": "tiny-gpt-neox",
-    "nystromformer": "tiny-nystromformer",
-}
 #: The default run: one head per architecture (the decoders' cache heads among them).
 FAST = [("gpt_neox", "ForCausalLM"), ("mega", "ForCausalLM"), ("megatron-bert", "ForPreTraining"),
         ("nystromformer", "ForMaskedLM"), ("mra", "ForMaskedLM")]
 ALL = [(mt, head) for mt, arch in sorted(all_architectures().items()) for head in arch.heads]
 SLOW = [case for case in ALL if case not in FAST]
-#: Config variants of the tiny presets: name -> (model_type, config changes).
-VARIANTS = {
-    "megatron-decoder": ("megatron-bert", {"is_decoder": True}),
-    "mega-bidirectional": ("mega", {"bidirectional": True, "is_decoder": False}),  # mega-base-wikitext's kind
-    "mega-chunked": ("mega", {"use_chunking": True, "chunk_size": 8}),
-}
-
-
-class Exports:
-    """Checkpoints and exports made on first use and shared by the module's tests."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.done: dict[tuple, tuple[Path, Path]] = {}
-
-    def checkpoint(self, model_type: str, head: str) -> Path:
-        """``model_type`` is an architecture (its tiny preset) or a name in VARIANTS."""
-        path = self.root / f"ckpt-{model_type}-{head}"
-        if not path.exists():
-            preset = get_preset(TINY[VARIANTS.get(model_type, (model_type,))[0]])
-            if model_type in VARIANTS:
-                config = {**preset.config, **VARIANTS[model_type][1]}
-                preset = Preset(model_type, preset.source, preset.description, config)
-            init_checkpoint(preset, path, seed=0, head=head)
-        return path
-
-    def get(self, model_type: str, head: str, precision: str = "fp32") -> tuple[Path, Path]:
-        key = (model_type, head, precision)
-        if key not in self.done:
-            ckpt = self.checkpoint(model_type, head)
-            out = self.root / f"onnx-{model_type}-{head}-{precision}"
-            exporter.export(ckpt, out, precision=precision, progress=False)
-            self.done[key] = (ckpt, out)
-        return self.done[key]
 
 
 @pytest.fixture(scope="module")

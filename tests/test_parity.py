@@ -31,35 +31,11 @@ from tensorkiln.runtime.backends import BackendUnavailableError
 from tensorkiln.runtime.cli import main as kiln
 from tensorkiln.runtime.inputs import RuntimeInputError
 from tensorkiln.runtime.session import Session
+from tiny_exports import Exports
 
-TINY = {"mra": "tiny-mra", "megatron-bert": "tiny-megatron-bert", "gpt_neox": "tiny-gpt-neox",
-        "nystromformer": "tiny-nystromformer"}
 #: fp32: an encoder padded to a fixed length by the runtime, MRA (its custom node), the decoder with cache; and fp16.
 PASSING = [("nystromformer", "ForMaskedLM", "fp32"), ("mra", "ForMaskedLM", "fp32"),
            ("gpt_neox", "ForCausalLM", "fp32"), ("megatron-bert", "Model", "fp16")]
-
-
-class Exports:
-    """Checkpoints and exports made on first use and shared by the module's tests (as in tests/test_export.py)."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.done: dict[tuple[str, str, str], tuple[Path, Path]] = {}
-
-    def checkpoint(self, model_type: str, head: str) -> Path:
-        path = self.root / f"ckpt-{model_type}-{head}"
-        if not path.exists():
-            init_checkpoint(TINY[model_type], path, seed=0, head=head)
-        return path
-
-    def get(self, model_type: str, head: str, precision: str = "fp32") -> tuple[Path, Path]:
-        key = (model_type, head, precision)
-        if key not in self.done:
-            ckpt = self.checkpoint(model_type, head)
-            out = self.root / f"onnx-{model_type}-{head}-{precision}"
-            exporter.export(ckpt, out, precision=precision, progress=False)
-            self.done[key] = (ckpt, out)
-        return self.done[key]
 
 
 @pytest.fixture(scope="module")

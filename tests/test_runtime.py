@@ -16,34 +16,24 @@ import numpy as np
 import pytest
 import torch
 
-from tensorkiln.export import exporter
 from tensorkiln.reference import from_pretrained
 from tensorkiln.reference.gpt_neox import position_ids_from_attention_mask
-from tensorkiln.reference.presets import init_checkpoint
 from tensorkiln.runtime import BackendUnavailableError, RuntimeInputError, load
+from tiny_exports import Exports as TinyExports
 
 FP32_MAX_ABS = 1e-4
+#: name -> (architecture, head) of the tiny exports these tests run.
 CASES = {
-    "neox": ("tiny-gpt-neox", "ForCausalLM"),
-    "mega": ("tiny-mega", "ForCausalLM"),
-    "nystromformer": ("tiny-nystromformer", "ForMultipleChoice"),
-    "mra": ("tiny-mra", "ForTokenClassification"),
+    "neox": ("gpt_neox", "ForCausalLM"),
+    "mega": ("mega", "ForCausalLM"),
+    "nystromformer": ("nystromformer", "ForMultipleChoice"),
+    "mra": ("mra", "ForTokenClassification"),
 }
 
 
-class Exports:
-    def __init__(self, root: Path):
-        self.root = root
-        self.done: dict[str, tuple[Path, Path]] = {}
-
-    def get(self, name: str) -> tuple[Path, Path]:
-        if name not in self.done:
-            preset, head = CASES[name]
-            ckpt, out = self.root / f"ckpt-{name}", self.root / f"onnx-{name}"
-            init_checkpoint(preset, ckpt, seed=1, head=head)
-            exporter.export(ckpt, out, progress=False)
-            self.done[name] = (ckpt, out)
-        return self.done[name]
+class Exports(TinyExports):
+    def get(self, name: str) -> tuple[Path, Path]:  # type: ignore[override]
+        return super().get(*CASES[name])
 
 
 @pytest.fixture(scope="module")
