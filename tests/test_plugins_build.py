@@ -1,7 +1,7 @@
-"""plugins/ builds and its host logic passes, checked from pytest; the plugins' node contract equals export/contract.py.
+"""plugins/ builds and its host logic passes, checked from pytest; the plugins' contract equals runtime/contract.py.
 
 Default run (no GPU, no TensorRT, no nvcc needed): the generated ``plugins/common/nodeContract.h`` equals a fresh
-generation from ``export/contract.py``; the host-logic library and its ctest (attribute parsing, shape and dtype
+generation from ``runtime/contract.py``; the host-logic library and its ctest (attribute parsing, shape and dtype
 rules, workspace sizes, and the EMA scan's per-thread code run on the host against an fp64 recurrence) build with
 CMake/Ninja and pass; a backend-key kernel overrides ``torch.library.custom_op``'s default implementation.
 
@@ -13,6 +13,7 @@ library builds, needs no libnvinfer symbol, exports only the two entry points, a
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -32,7 +33,8 @@ CUDA_HOME = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda"))
 sys.path.insert(0, str(ROOT / "scripts"))
 import gen_plugin_contract  # noqa: E402
 
-from tensorkiln.export import contract  # noqa: E402
+from tensorkiln.reference.ops import cuda_kernels  # noqa: E402
+from tensorkiln.runtime import contract  # noqa: E402
 
 
 def _ninja() -> str | None:
@@ -121,6 +123,24 @@ def test_plugins_take_their_names_from_the_contract_header():
             assert literal not in text, f"{source.name} hard-codes {literal}; use common/nodeContract.h"
 
 
+def test_one_source_list_for_cmake_the_binding_and_the_tests():
+    """plugins/sources.json names every source once; CMake builds from it and the torch binding compiles from it."""
+    groups = {key: names for key, names in json.loads((PLUGINS / "sources.json").read_text()).items()
+              if key != "about"}
+    listed = [name for names in groups.values() for name in names]
+    assert len(listed) == len(set(listed))
+    on_disk = {p.relative_to(PLUGINS).as_posix() for p in PLUGINS.rglob("*") if p.suffix in (".cpp", ".cu")}
+    # The library entry points and the driver are one target each, named in CMakeLists.txt itself.
+    entry_points = {"common/pluginEntry.cpp", "common/pluginCreators.cpp", "common/pluginAutoRegister.cpp",
+                    "tests/pluginDriver.cpp"}
+    assert on_disk - entry_points == set(listed)
+    cmake = (PLUGINS / "CMakeLists.txt").read_text()
+    assert all(name in cmake for name in entry_points)
+    assert not any(name in cmake for name in listed), "CMakeLists.txt lists a source itself; use sources.json"
+    assert cuda_kernels.extension_sources() == [PLUGINS / name for group in ("host", "kernels", "torch")
+                                                for name in groups[group]]
+
+
 # ---- host logic ----
 
 
@@ -201,7 +221,7 @@ def test_torch_binding_compiles(source):
         pytest.skip(f"needs the CUDA headers (looked in {cuda_include})")
     compiler = shutil.which(sysconfig.get_config_var("CXX") or "g++") or shutil.which("g++")
     command = [compiler, "-std=c++20", "-fsyntax-only", "-Wall", "-Wextra", "-Werror",
-               "-DC10_CUDA_NO_CMAKE_CONFIGURE_FILE", "-DTK_WITH_MRA_ATTENTION=1", f"-I{PLUGINS}"]
+               "-DC10_CUDA_NO_CMAKE_CONFIGURE_FILE", f"-I{PLUGINS}"]
     command += [f"-isystem{path}" for path in cpp_extension.include_paths()] + [f"-isystem{cuda_include}"]
     result = subprocess.run(command + [str(PLUGINS / "torch" / source)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-4000:]

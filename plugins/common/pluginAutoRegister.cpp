@@ -8,9 +8,7 @@
  */
 #include "common/logging.h"
 #include "megaEmaPlugin/megaEmaPlugin.h"
-#if TK_WITH_MRA_ATTENTION
 #include "mraAttentionPlugin/mraAttentionPlugin.h"
-#endif
 
 #include <NvInferRuntime.h>
 
@@ -52,8 +50,6 @@ LoggerInstaller const gLoggerInstaller;
 } // namespace
 
 REGISTER_TENSORRT_PLUGIN(MegaEmaPluginCreator);
-#if TK_WITH_MRA_ATTENTION
 REGISTER_TENSORRT_PLUGIN(MraAttentionPluginCreator);
-#endif
 
 } // namespace tensorkiln::plugin

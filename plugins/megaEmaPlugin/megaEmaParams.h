@@ -4,7 +4,7 @@
  * geometry and workspace layout (shared by the plugin, the torch binding and the launcher).
  *
  * The rules are those of tensorkiln::mega_ema (reference/ops/mega_ema.py, _check); names and positions come from
- * common/nodeContract.h, which is generated from export/contract.py.
+ * common/nodeContract.h, which is generated from runtime/contract.py.
  */
 #pragma once
 

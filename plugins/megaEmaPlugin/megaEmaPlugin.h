@@ -3,7 +3,7 @@
  * (IPluginCreatorV3One): a thin adapter over megaEmaParams.h (rules) and megaEmaKernel.h (the scan).
  *
  * Node contract (op_type "MegaEma", domain "tensorkiln", plugin_version "1", namespace ""; K = 2D if bidirectional
- * else D; generated constants in common/nodeContract.h, the source is export/contract.py):
+ * else D; generated constants in common/nodeContract.h, the source is runtime/contract.py):
  *
  *   Inputs
  *     0. x                          (B, L, D)     fp32 | fp16 | bf16   input, already multiplied by the padding mask

@@ -4,7 +4,7 @@
  * extents, and the exact workspace layout of the kernels (shared by the plugin, the torch binding and the launcher).
  *
  * The rules are those of reference/ops/mra_attention.py (_check_inputs); names and positions come from
- * common/nodeContract.h, which is generated from export/contract.py. The workspace layout is inline so that the
+ * common/nodeContract.h, which is generated from runtime/contract.py. The workspace layout is inline so that the
  * launcher carves the workspace with the very function the plugin sizes it with.
  */
 #pragma once

@@ -1,6 +1,6 @@
 /*
  * megaEmaParamsTest.cpp: MegaEma's host rules against the torch op's (reference/ops/mega_ema.py, _check) and the
- * node contract (common/nodeContract.h, generated from export/contract.py).
+ * node contract (common/nodeContract.h, generated from runtime/contract.py).
  */
 #include "common/status.h"
 #include "megaEmaPlugin/megaEmaParams.h"

@@ -1,6 +1,6 @@
 /*
  * mraAttentionParamsTest.cpp: MraAttention's host rules against the torch op's (reference/ops/mra_attention.py,
- * _check_inputs) and the node contract (common/nodeContract.h, generated from export/contract.py), and the exact
+ * _check_inputs) and the node contract (common/nodeContract.h, generated from runtime/contract.py), and the exact
  * workspace layout of the kernels.
  */
 #include "mraAttentionPlugin/mraAttentionParams.h"

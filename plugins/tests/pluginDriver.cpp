@@ -1,7 +1,7 @@
 /*
  * pluginDriver.cpp: load libtensorkiln_plugins.so the way TensorRT's loadLibrary() does (dlopen, then the C entry
  * points getCreators() and setLoggerFinder()) and exercise every creator and plugin through the TensorRT ABI,
- * checking them against the node contract (common/nodeContract.h, generated from export/contract.py):
+ * checking them against the node contract (common/nodeContract.h, generated from runtime/contract.py):
  *
  *   creator name / version / namespace; field names in the contract's order; createPlugin from sample fields;
  *   the three capability interfaces; getNbOutputs; getOutputDataTypes and supportsFormatCombination for every

@@ -26,11 +26,9 @@ std::tuple<at::Tensor, at::Tensor> megaEmaCuda(at::Tensor const& x, at::Tensor c
     at::Tensor const& decayFactor, at::Tensor const& emaExpansionMatrix, at::Tensor const& kernelProjectionMatrix,
     std::optional<at::Tensor> const& prevState, bool bidirectional, int64_t truncation);
 
-#if TK_WITH_MRA_ATTENTION
 //! tensorkiln::mra_attention on CUDA (schema in reference/ops/mra_attention.py).
 at::Tensor mraAttentionCuda(at::Tensor const& query, at::Tensor const& key, at::Tensor const& value,
     at::Tensor const& attentionMask, int64_t numBlocks, double scale, c10::string_view approxMode,
     int64_t initialPriorFirstNBlocks, int64_t initialPriorDiagonalNBlocks);
-#endif
 
 } // namespace tensorkiln::torch_binding

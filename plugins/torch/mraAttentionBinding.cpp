@@ -1,13 +1,11 @@
 /*
  * mraAttentionBinding.cpp: tensorkiln::mra_attention for CUDA tensors through launchMraAttention
- * (mraAttentionPlugin/mraAttentionKernel.h). Compiled only when the MRA sources are present (TK_WITH_MRA_ATTENTION).
+ * (mraAttentionPlugin/mraAttentionKernel.h).
  *
  * Same checks as the op (mraAttentionParams.cpp mirrors reference/ops/mra_attention.py): query/key/value
  * fp32/fp16/bf16 of one dtype and shape (B, H, L, D), attention_mask (B, L) of any floating dtype; the output has
  * query's dtype. Inputs whose head dim is not contiguous are made contiguous; other strides pass through.
  */
-#if TK_WITH_MRA_ATTENTION
-
 #include "common/status.h"
 #include "mraAttentionPlugin/mraAttentionKernel.h"
 #include "mraAttentionPlugin/mraAttentionParams.h"
@@ -119,4 +117,3 @@ at::Tensor mraAttentionCuda(at::Tensor const& query, at::Tensor const& key, at::
 
 } // namespace tensorkiln::torch_binding
 
-#endif // TK_WITH_MRA_ATTENTION

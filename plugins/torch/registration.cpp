@@ -1,8 +1,7 @@
 /*
  * registration.cpp: register the CUDA implementations for the tensorkiln ops' CUDA dispatch key. The ops' schemas
  * are defined in Python (torch.library.custom_op in reference/ops/); an implementation may be registered before or
- * after its schema, so loading this library in either order works. MraAttention joins when its sources are present
- * (TK_WITH_MRA_ATTENTION, set by reference/ops/cuda_kernels.py).
+ * after its schema, so loading this library in either order works.
  */
 #include "torch/bindings.h"
 
@@ -11,7 +10,5 @@
 TORCH_LIBRARY_IMPL(tensorkiln, CUDA, m)
 {
     m.impl("mega_ema", &tensorkiln::torch_binding::megaEmaCuda);
-#if TK_WITH_MRA_ATTENTION
     m.impl("mra_attention", &tensorkiln::torch_binding::mraAttentionCuda);
-#endif
 }

@@ -19,6 +19,7 @@ that prebuilt ``.so``, ``0`` keeps the pure implementation.
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from pathlib import Path
@@ -35,27 +36,11 @@ EXTENSION_NAME = "tensorkiln_cuda_kernels"
 _loaded: str | None = None
 
 
-def extension_sources() -> tuple[list[Path], list[str]]:
-    """(sources, preprocessor definitions) of the extension: the launchers, their host logic and the bindings.
-
-    MraAttention joins only when its plugin folder has its kernel and params (it is built by another change).
-    """
-    root = PLUGINS_DIR
-    sources = [
-        root / "common" / "logging.cpp",
-        root / "common" / "fields.cpp",
-        root / "megaEmaPlugin" / "megaEmaParams.cpp",
-        root / "megaEmaPlugin" / "megaEmaKernel.cu",
-        root / "torch" / "megaEmaBinding.cpp",
-        root / "torch" / "registration.cpp",
-    ]
-    defines: list[str] = []
-    mra_dir = root / "mraAttentionPlugin"
-    mra = [mra_dir / "mraAttentionParams.cpp", mra_dir / "mraAttentionKernel.cu"]
-    if all(path.exists() for path in mra):
-        sources += mra + [root / "torch" / "mraAttentionBinding.cpp"]
-        defines.append("TK_WITH_MRA_ATTENTION=1")
-    return sources, defines
+def extension_sources() -> list[Path]:
+    """The extension's sources: the launchers, their host logic and the bindings, from ``plugins/sources.json``
+    (the list CMake builds from too)."""
+    groups = json.loads((PLUGINS_DIR / "sources.json").read_text())
+    return [PLUGINS_DIR / name for group in ("host", "kernels", "torch") for name in groups[group]]
 
 
 def is_loaded() -> bool:
@@ -86,14 +71,14 @@ def load(*, verbose: bool = False) -> str | None:
         torch.ops.load_library(str(library))
         _loaded = str(library)
     else:
-        sources, defines = extension_sources()
+        sources = extension_sources()
         missing = [str(path) for path in sources if not path.exists()]
         if missing:
             raise RuntimeError(f"tensorkiln CUDA kernels: sources not found (needs a source checkout): {missing}")
         from torch.utils import cpp_extension
 
         # No -std: torch chooses the standard its headers need (C++20 for torch 2.13); the sources are C++17-clean.
-        flags = ["-O3"] + [f"-D{define}" for define in defines]
+        flags = ["-O3"]
         cpp_extension.load(
             name=EXTENSION_NAME,
             sources=[str(path) for path in sources],

@@ -1,0 +1,446 @@
+"""``kiln parity``: an export, run through the tensorkiln runtime, against the reference model of its checkpoint.
+
+Polygraphy drives the comparison (``Comparator.run`` over runners, then ``Comparator.compare_accuracy`` with a compare
+function built from ``runtime/tolerances.py``), as in Polygraphy's ``examples/api/01_comparing_frameworks``: the
+reference runner (``export/reference_runner.py``) against :class:`SessionRunner`, which wraps the runtime's own
+:class:`~tensorkiln.runtime.session.Session`, so its input checks and fixed-length padding are under test too.
+
+Inputs, made by the export spec with padding in the attention mask: the export check's two shapes, batch 1, a
+sequence near the maximum length (capped at LONG_CAP), four choices for multiple choice; decoders: a left-padded
+prefill, a chunk and a single-token step after a past, one ending at the maximum length; fixed-length graphs
+(Nystromformer's landmarks) also take shorter real lengths, which the session pads. fp16 exports also run the
+reference in fp16, for the reduced-precision rule, and compare at real tokens only (see
+``tolerances.real_tokens``). The report (``parity.json``, ``parity.md``) goes beside the export, never inside it: the
+export's manifest hashes every file in its folder.
+
+Torch-free at import: the reference side (torch) is imported when a check runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from polygraphy.backend.base import BaseRunner
+from polygraphy.common import TensorMetadata
+from polygraphy.comparator import Comparator
+from polygraphy.logger import G_LOGGER
+
+from tensorkiln.runtime import manifest as mf
+from tensorkiln.runtime.atomic import write_text
+from tensorkiln.runtime.errors import UsageError
+
+from tensorkiln.runtime import tolerances
+from tensorkiln.runtime.backends import BackendUnavailableError
+from tensorkiln.runtime.session import Session, load
+
+if TYPE_CHECKING:  # the specs import torch
+    from tensorkiln.export.specs import Shape
+
+#: The longest sequence checked: a base model's 4096 tokens would take minutes on a CPU reference.
+LONG_CAP = 512
+#: config.json keys that record where a checkpoint came from, not what it is.
+PROVENANCE_KEYS = ("transformers_version", "torch_dtype", "dtype")
+JSON_NAME = "parity.json"
+MARKDOWN_NAME = "parity.md"
+
+
+class ParityUsageError(UsageError):
+    """The request cannot be checked: the checkpoint is not the export's, a bad option, a bad report folder."""
+
+
+class RuntimeFailure(RuntimeError):
+    """The runtime raised on inputs the reference accepts: a parity failure, not a usage error."""
+
+
+# ----------------------------------------------------------------------------------------------- the runtime runner
+
+
+class SessionRunner(BaseRunner):
+    """A Polygraphy runner over a tensorkiln :class:`Session`: HF-named numpy feeds in, the session's outputs out.
+
+    ``session``: a loaded Session, or a callable that loads one on activation (Polygraphy's loader idiom)."""
+
+    def __init__(self, session: Session | Callable[[], Session], name: str = "runtime"):
+        super().__init__(name=name)
+        self._source = session
+        self.session = None
+
+    def activate_impl(self) -> None:
+        self.session = self._source() if callable(self._source) else self._source
+
+    def get_input_metadata_impl(self) -> TensorMetadata:
+        manifest = self.session.manifest
+        fixed = manifest.length_rules.fixed_length
+        meta = TensorMetadata()
+        for info in manifest.inputs:
+            shape = [None if isinstance(d, str) else d for d in info.dims]
+            if fixed and info.dtype == "int64":
+                shape[-1] = None  # the session pads shorter sequences to the graph's fixed length
+            meta.add(info.name, np.dtype(info.dtype), shape)
+        return meta
+
+    def infer_impl(self, feed_dict) -> OrderedDict[str, np.ndarray]:
+        start = time.perf_counter()
+        try:
+            outputs = self.session.run(**feed_dict)
+        except Exception as exc:
+            shapes = {name: tuple(value.shape) for name, value in feed_dict.items()}
+            raise RuntimeFailure(f"the runtime failed on inputs of shapes {shapes}: "
+                                 f"{type(exc).__name__}: {exc}") from exc
+        self.inference_time = time.perf_counter() - start
+        return OrderedDict((name, outputs[name]) for name in self.session.output_names if name in outputs)
+
+    def deactivate_impl(self) -> None:
+        self.session = None
+
+
+# ----------------------------------------------------------------------------------------------- the inputs
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One set of feeds: what it checks, its sizes, and the seed ``spec.dummy_inputs`` made it with."""
+
+    label: str
+    shape: Shape
+    seed: int
+    feeds: dict[str, np.ndarray]
+
+
+def plan_shapes(spec, config, head: str) -> list[tuple[str, Shape]]:
+    """The shapes to check, each with what it is for."""
+    from tensorkiln.export.specs import Shape
+
+    rules = spec.length_rules(config)
+    longest = min(rules.max_length, LONG_CAP)
+    fixed = spec.fixed_sequence(config)
+    first, second = spec.check_shapes(config, head, 2, 16)
+    shapes = [("export check 1", first), ("export check 2", second)]
+    if spec.uses_cache(config, head):
+        shapes += [
+            ("left-padded prefill, batch 1", Shape(1, min(7, longest))),
+            ("long prefill", Shape(2, longest)),
+            ("chunk after a past", Shape(2, 4, past=9)),
+            ("decode step to the longest length", Shape(2, 1, past=longest - 1)),
+        ]
+    elif fixed:
+        shapes += [
+            (f"batch 1, runtime pads to {fixed}", Shape(1, max(1, fixed // 3))),
+            (f"runtime pads to {fixed}", Shape(2, max(1, fixed - 1))),
+        ]
+    else:
+        shapes += [("batch 1", Shape(1, min(16, longest))), ("near the max length", Shape(2, max(1, longest - 1)))]
+    if head == "ForMultipleChoice":
+        shapes.append(("4 choices", Shape(1, min(9, fixed or longest), choices=4)))
+    # Tiny configs may be shorter than a fixed shape above: those are left out, not clipped.
+    return [(label, shape) for label, shape in shapes if shape.past + shape.sequence <= rules.max_length]
+
+
+def make_cases(spec, config, head: str, precision: str, seed: int, count: int | None) -> list[Case]:
+    import torch
+
+    dtype = torch.float16 if precision == "fp16" else torch.float32
+    cases = []
+    for index, (label, shape) in enumerate(plan_shapes(spec, config, head)[:count]):
+        case_seed = seed + index + 1
+        inputs = spec.dummy_inputs(config, head, shape, dtype=dtype, seed=case_seed)
+        cases.append(Case(label, shape, case_seed, {name: t.numpy() for name, t in inputs.items()}))
+    return cases
+
+
+# ----------------------------------------------------------------------------------------------- the comparison
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputCheck:
+    output: str
+    max_abs: float
+    nmse: float
+    cosine: float
+    bound: dict[str, float]
+    passed: bool
+    reason: str = ""
+    #: PyTorch's own error in the exported precision (reduced precision only).
+    torch_half_max_abs: float | None = None
+    #: "all" elements, or "real tokens" (reduced precision: padded queries' outputs are arbitrary there).
+    compared: str = "all"
+
+
+@dataclasses.dataclass(frozen=True)
+class ShapeCheck:
+    label: str
+    sizes: dict[str, int]
+    seed: int
+    outputs: tuple[OutputCheck, ...]
+
+
+class PolicyCompare:
+    """A Polygraphy compare function: each output of the runtime (second result) against the fp32 reference (first),
+    judged by :func:`tolerances.judge`; it keeps every figure for the report in ``checks``."""
+
+    def __init__(self, manifest: mf.Manifest, cases: Sequence[Case], reference: Sequence,
+                 half: Sequence | None):
+        self.manifest = manifest
+        self.cases = cases
+        self.reference = reference
+        self.half = half
+        self.checks: dict[int, tuple[OutputCheck, ...]] = {}
+
+    def __call__(self, result0, result1) -> OrderedDict[str, bool]:
+        index = next((i for i, r in enumerate(self.reference) if r is result0), None)
+        if index is None:
+            raise RuntimeError("the comparator passed a reference result from another run")
+        rows = tuple(self._check(info, index, result0, result1) for info in self.manifest.outputs)
+        self.checks[index] = rows
+        return OrderedDict((row.output, row.passed) for row in rows)
+
+    def _check(self, info: mf.TensorInfo, index: int, result0, result1) -> OutputCheck:
+        precision = self.manifest.precision
+        name = info.name
+        if name not in result1 or name not in result0:
+            side = "runtime" if name not in result1 else "reference"
+            return OutputCheck(name, math.inf, math.inf, -1.0, {}, False, f"the {side} returned no {name!r}")
+        want, got = np.asarray(result0[name]), np.asarray(result1[name])
+        if got.shape != want.shape:
+            return OutputCheck(name, math.inf, math.inf, -1.0, {}, False,
+                               f"shape {got.shape}, the reference's {want.shape}")
+        if precision == "fp32":
+            error = tolerances.errors(name, got, want)
+            verdict = tolerances.judge(precision, error)
+            return OutputCheck(name, *error, verdict.bound, verdict.passed, verdict.reason)
+        # The export check's own selection, so that both checks judge the same elements (its docstring says why).
+        own = np.asarray(self.half[index][name])
+        select = tolerances.real_tokens(info.token_axis, self.cases[index].feeds["attention_mask"], want.shape)
+        if select is not None:
+            want, got, own = want[select], got[select], own[select]
+        error = tolerances.errors(name, got, want)
+        torch_half = tolerances.errors(name, own, want).max_abs
+        verdict = tolerances.judge(precision, error, torch_half_max_abs=torch_half,
+                                   resolution=tolerances.half_resolution(want))
+        return OutputCheck(name, *error, verdict.bound, verdict.passed, verdict.reason, torch_half,
+                           "all" if select is None else "real tokens")
+
+
+# ----------------------------------------------------------------------------------------------- the report
+
+
+@dataclasses.dataclass(frozen=True)
+class ParityReport:
+    model_type: str
+    head: str
+    hf_class: str
+    precision: str
+    checkpoint: str
+    export: str
+    rule: str
+    #: "passed", "failed", or "skipped" (with ``reason``): a skip is not a pass.
+    status: str
+    runners: tuple[str, ...] = ()
+    checks: tuple[ShapeCheck, ...] = ()
+    reason: str = ""
+    #: The policy's constants this report applied (``runtime/tolerances.py``).
+    policy: dict[str, float] = dataclasses.field(default_factory=lambda: {
+        "FP32_MAX_ABS": tolerances.FP32_MAX_ABS, "FP32_MAX_NMSE": tolerances.FP32_MAX_NMSE,
+        "HALF_ERROR_RATIO": tolerances.HALF_ERROR_RATIO})
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "failed"
+
+    def failures(self) -> list[str]:
+        return [f"{check.label} {_sizes(check.sizes)}: {row.output}: {row.reason}"
+                for check in self.checks for row in check.outputs if not row.passed]
+
+
+def _sizes(sizes: dict[str, int]) -> str:
+    short = {mf.BATCH: "batch", mf.SEQUENCE: "seq", mf.PAST: "past", mf.CHOICES: "choices"}
+    return "(" + ", ".join(f"{short.get(k, k)} {v}" for k, v in sizes.items()) + ")"
+
+
+def _number(value: float | None) -> Any:
+    """JSON has no inf or nan: write them as strings, so that strict readers (jq) still parse the report."""
+    if value is None or math.isfinite(value):
+        return value
+    return str(value)
+
+
+def to_json(report: ParityReport) -> dict[str, Any]:
+    data = dataclasses.asdict(report)
+    for check in data["checks"]:
+        for row in check["outputs"]:
+            for key in ("max_abs", "nmse", "cosine", "torch_half_max_abs"):
+                row[key] = _number(row[key])
+            row["bound"] = {k: _number(v) for k, v in row["bound"].items()}
+    return data
+
+
+def _bound(bound: dict[str, float]) -> str:
+    names = {"max_abs": "max abs", "nmse": "NMSE"}
+    return ", ".join(f"{names[k]} ≤ {v:.3g}" for k, v in bound.items()) or "-"
+
+
+def to_markdown(report: ParityReport) -> str:
+    verdict = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIPPED (not checked)"}[report.status]
+    lines = [f"# kiln parity: {report.hf_class} ({report.precision}): {verdict}", "",
+             f"- checkpoint: `{report.checkpoint}`", f"- export: `{report.export}`",
+             f"- rule: {report.rule}"]
+    if report.runners:
+        lines.append(f"- runners: {' vs '.join(report.runners)}")
+    if report.status == "skipped":
+        return "\n".join(lines + ["", f"**SKIPPED**: {report.reason}", ""])
+    if not report.checks:  # the run stopped before any comparison (the runtime raised)
+        return "\n".join(lines + ["", f"**FAIL**: {report.reason}", ""])
+    half = report.precision != "fp32"
+    header = ["shape", "output", "max abs", "NMSE", "cosine"] + (["PyTorch fp16 max abs"] if half else [])
+    lines += ["", "| " + " | ".join(header + ["bound", "result"]) + " |",
+              "|" + "---|" * 2 + "---:|" * (len(header) - 2) + "---|---|"]
+    for check in report.checks:
+        for row in check.outputs:
+            cells = [f"{check.label} {_sizes(check.sizes)}", row.output + (" (real tokens)" if row.compared != "all"
+                     else ""), f"{row.max_abs:.3g}", f"{row.nmse:.3g}", f"{row.cosine:.6f}"]
+            if half:
+                cells.append("-" if row.torch_half_max_abs is None else f"{row.torch_half_max_abs:.3g}")
+            cells += [_bound(row.bound), "PASS" if row.passed else "**FAIL**"]
+            lines.append("| " + " | ".join(cells) + " |")
+    total = sum(len(check.outputs) for check in report.checks)
+    failures = report.failures()
+    lines.append("")
+    if report.status == "passed":
+        lines.append(f"**PASS**: {total}/{total} output checks within the bound.")
+    elif failures:
+        lines.append(f"**FAIL**: {len(failures)} of {total} output checks broke the bound:")
+        lines += [f"- {failure}" for failure in failures]
+    else:
+        lines.append(f"**FAIL**: {report.reason}")
+    return "\n".join(lines) + "\n"
+
+
+def default_report_dir(export_dir: str | os.PathLike) -> Path:
+    export = Path(export_dir).resolve()
+    return export.parent / f"{export.name}-parity"
+
+
+def write_report(report: ParityReport, folder: str | os.PathLike) -> Path:
+    """Write ``parity.json`` and ``parity.md`` to ``folder`` (created), each atomically."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text(folder / JSON_NAME, json.dumps(to_json(report), indent=2) + "\n")
+    write_text(folder / MARKDOWN_NAME, to_markdown(report))
+    return folder
+
+
+# ----------------------------------------------------------------------------------------------- the check
+
+
+def _check_pair(checkpoint_dir: Path, manifest: mf.Manifest, export_config: dict[str, Any]):
+    """The checkpoint's architecture, parsed config and head, once it is known to be the export's checkpoint."""
+    from tensorkiln.reference.checkpoint import read_config, resolve
+    from tensorkiln.reference.config import ConfigError
+
+    hf = read_config(checkpoint_dir)
+    if hf["model_type"] != manifest.model_type:
+        raise ParityUsageError(f"the checkpoint is a {hf['model_type']!r} model, the export a "
+                               f"{manifest.model_type!r} ({manifest.hf_class}): pass the checkpoint it was "
+                               "exported from")
+    try:
+        arch, head = resolve(hf, manifest.head)
+    except ConfigError as exc:
+        raise ParityUsageError(f"the checkpoint cannot load the export's head {manifest.head!r}: {exc}") from None
+    if hf.get("architectures") != export_config.get("architectures"):
+        raise ParityUsageError(f"the checkpoint's head is {hf.get('architectures')}, the export's checkpoint's "
+                               f"{export_config.get('architectures')}: pass the checkpoint it was exported from")
+    keys = sorted(k for k in set(hf) | set(export_config)
+                  if not k.startswith("_") and k not in PROVENANCE_KEYS and hf.get(k) != export_config.get(k))
+    if keys:
+        shown = ", ".join(f"{k} ({hf.get(k)!r} vs {export_config.get(k)!r})" for k in keys[:5])
+        raise ParityUsageError(f"the checkpoint's config.json differs from the export's in {shown}"
+                               + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+                               + ": pass the checkpoint it was exported from")
+    return arch, arch.config_class.from_hf_config(hf), head
+
+
+def run_parity(checkpoint_dir: str | os.PathLike, export_dir: str | os.PathLike, *, shapes: int | None = None,
+               seed: int = 0, backend: str = "auto") -> ParityReport:
+    """Check ``export_dir`` against the reference model of ``checkpoint_dir``; return the report (not written).
+
+    Raises ParityUsageError (mismatched pair, bad option), ManifestError (a bad export folder) and the reference's
+    CheckpointError / ConfigError; a parity failure, the runtime raising included, is a report with status
+    "failed"."""
+    from tensorkiln.export.reference_runner import ReferenceRunner
+    from tensorkiln.export.specs import get_spec
+
+    if shapes is not None and shapes < 1:
+        raise ParityUsageError(f"--shapes must be at least 1, got {shapes}")
+    checkpoint, export = Path(checkpoint_dir), Path(export_dir)
+    manifest = mf.read_manifest(export)
+    export_config = json.loads((export / manifest.config_file).read_text())
+    arch, config, head = _check_pair(checkpoint, manifest, export_config)
+    spec = get_spec(arch.model_type)
+    precision = manifest.precision
+    base = dict(model_type=manifest.model_type, head=manifest.head, hf_class=manifest.hf_class, precision=precision,
+                checkpoint=str(checkpoint.resolve()), export=str(export.resolve()),
+                rule=tolerances.rule_text(precision))
+    try:
+        session = load(export, backend)
+    except BackendUnavailableError as exc:
+        if precision == "fp32":
+            raise
+        return ParityReport(**base, status="skipped", reason=str(exc))
+
+    cases = make_cases(spec, config, head, precision, seed, shapes)
+    reference = ReferenceRunner(checkpoint, head, input_precision=precision, name="reference-fp32")
+    runtime = SessionRunner(session, name="runtime")
+    runners: list[BaseRunner] = [reference, runtime]
+    if precision != "fp32":
+        import torch
+
+        runners.append(ReferenceRunner(checkpoint, head, dtype=torch.float16, input_precision=precision,
+                                       name="reference-fp16"))
+    described = ["reference-fp32 (PyTorch fp32)",
+                 f"runtime (tensorkiln Session: {session.backend}, {', '.join(session.providers)})"]
+    described += ["reference-fp16 (PyTorch fp16, for the 2x rule)"] if precision != "fp32" else []
+    feeds = [OrderedDict(case.feeds) for case in cases]
+    with G_LOGGER.verbosity(G_LOGGER.CRITICAL):  # stdout is the report's; Polygraphy's log would interleave
+        try:
+            results = Comparator.run(runners, data_loader=feeds)
+        except RuntimeFailure as exc:
+            return ParityReport(**base, status="failed", runners=tuple(described), reason=str(exc))
+        compare = PolicyCompare(manifest, cases, results[0][1], results[2][1] if len(runners) > 2 else None)
+        accuracy = Comparator.compare_accuracy(results, comparisons=[(0, 1)], compare_func=compare)
+    checks = tuple(ShapeCheck(case.label, _case_sizes(case, spec, config, head), case.seed, compare.checks[i])
+                   for i, case in enumerate(cases))
+    passed = bool(accuracy) and all(row.passed for check in checks for row in check.outputs)
+    return ParityReport(**base, status="passed" if passed else "failed", runners=tuple(described), checks=checks)
+
+
+def _case_sizes(case: Case, spec, config, head: str) -> dict[str, int]:
+    sizes = {mf.BATCH: case.shape.batch, mf.SEQUENCE: case.shape.sequence}
+    if spec.uses_cache(config, head):
+        sizes[mf.PAST] = case.shape.past
+    if head == "ForMultipleChoice":
+        sizes[mf.CHOICES] = case.shape.choices
+    return sizes
+
+
+def check_report_dir(report_dir: str | os.PathLike | None, export_dir: str | os.PathLike) -> Path:
+    """The report folder: REPORT_DIR, or EXPORT_DIR/../<name>-parity; never inside the export, whose manifest
+    hashes its files."""
+    folder = Path(report_dir).resolve() if report_dir is not None else default_report_dir(export_dir)
+    export = Path(export_dir).resolve()
+    if folder == export or export in folder.parents:
+        raise ParityUsageError(f"the report folder {str(folder)!r} is inside the export {str(export)!r}, whose "
+                               "manifest hashes every file there: choose a folder outside it")
+    return folder
+
+
+__all__ = ["ParityReport", "ParityUsageError", "PolicyCompare", "SessionRunner", "check_report_dir",
+           "default_report_dir", "make_cases", "plan_shapes", "run_parity", "to_markdown", "write_report"]
