@@ -21,7 +21,7 @@ states projected with g q^T and delayed by T steps, computed only when the attri
 ONNX functions cannot test whether an optional input was given, so ``prev_state`` gives two bodies, without and
 with it (``build_mega_ema_function(with_state=...)``); ``export/custom_ops.py`` gives a model the one it needs.
 
-Why this form, and CHUNK = 128: ``python -m tensorkiln.export.bench_mega_ema_function`` times the body against a
+Why this form, and CHUNK = 128: ``python scripts/bench_mega_ema_function.py`` times the body against a
 depthwise Conv with the materialised L-tap kernel and a per-channel L x L Toeplitz MatMul, in ONNX Runtime 1.31 CPU,
 one thread, B = 1, N = 16, unidirectional, parameters as initializers. CPU ms per run, best of 5 (AMD EPYC; CPU time
 because the shared machine's load stretched wall time; "-": the L x L Toeplitz needs K L^2 floats, not run):
@@ -50,9 +50,12 @@ As an ONNX function the Conv would also need ``group`` = D as a literal, and Ten
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from onnx import TensorProto, helper
 
-from .contract import MEGA_EMA
+from tensorkiln.runtime.contract import MEGA_EMA
+
 from .local_function import MIN_OPSET, Body, Ref, build_function
 
 __all__ = ["CHUNK", "build_mega_ema_function", "mega_ema_variant", "ema_coefficients", "chunked_ema"]
@@ -90,6 +93,71 @@ def _square(b: Body, t: str, n: str, axes: list[int]) -> str:
     return b.Slice(t, b.i64([0, 0]), b.Concat(n, n, axis=0), b.i64(axes))
 
 
+class _Chunks(NamedTuple):
+    """The input cut into chunks of c = min(chunk, L) steps, padded at the front to a multiple of c."""
+
+    length: str  # (1,): L
+    full: str  # (1,): the longest chunk
+    c: str  # (1,): the chunk length
+    c_float: str  # (1,): c in fp32
+    pad: str  # (1,): the front padding
+    padded: str  # (1,): Lp = L + pad
+    n_chunks: str  # (1,): nC
+    zc: str  # (K, B*nC, c): the padded input, one row per chunk
+
+
+def _cut_into_chunks(b: Body, z: str, chunk: int) -> _Chunks:
+    """z (K, B, L) front-padded to whole chunks of c = min(chunk, L) steps."""
+    length = b.dim(z, 2)  # (1,)
+    full = b.i64([chunk])
+    c = b.Min(full, length)  # (1,)
+    c_float = b.Cast(c, to=_FLOAT)
+    pad = b.Mod(b.Sub(c, b.Mod(length, c)), c)  # (1,): front padding to a multiple of c
+    zp = b.Pad(z, b.Concat(b.i64([0, 0]), pad, b.i64([0, 0, 0]), axis=0))  # (K, B, Lp)
+    padded = b.Add(length, pad)
+    n_chunks = b.Div(padded, c)  # (1,)
+    zc = b.Reshape(zp, b.Concat(b.i64([0, -1]), c, axis=0))  # (K, B*nC, c)
+    return _Chunks(length, full, c, c_float, pad, padded, n_chunks, zc)
+
+
+def _chunk_end_states(b: Body, chunks: _Chunks, w: str, q: str, steps: str, chunk: int, prev: str | None):
+    """The state after each chunk (K, N, nC, B), the final state (K, B, N), and the Pad widths that put a
+    (K, B, 1, ...) value into chunk 0 only (None without ``prev``)."""
+    c, full, n_chunks = chunks.c, chunks.full, chunks.n_chunks
+    # Each chunk's own contribution to its end state: sum_j q^(c-1-j) w z_j (the last c rows of the full chunk's).
+    into_state = b.Transpose(b.Mul(w, b.Pow(q, b.Sub(b.f32(float(chunk - 1)), steps))), perm=[0, 2, 1])
+    into_state = b.Slice(into_state, b.Sub(full, c), full, b.i64([1]))  # (K, c, N)
+    u = b.MatMul(chunks.zc, into_state)  # (K, B*nC, N)
+    u = b.Reshape(u, b.Concat(b.i64([0, -1]), n_chunks, b.dim(q, 1), axis=0))  # (K, B, nC, N)
+    chunk0_pads = None
+    if prev is not None:
+        chunk0_pads = b.Concat(b.i64([0, 0, 0, 0, 0, 0]), b.Sub(n_chunks, b.i64([1])), b.i64([0]), axis=0)
+        # prev decays over chunk 0's c - pad real steps before chunk 0 ends.
+        decay0 = b.Pow(q, b.Cast(b.Sub(c, chunks.pad), to=_FLOAT))  # (K, N, 1)
+        inject = b.Mul(prev, b.Transpose(decay0, perm=[0, 2, 1]))  # (K, B, N)
+        u = b.Add(u, b.Pad(b.Unsqueeze(inject, b.i64([2])), chunk0_pads))  # into chunk 0 only
+
+    # Chunk end states: S_c = sum_{c' <= c} (q^c)^(c - c') u_c', a lower-triangular matmul per (row, n); the
+    # powers (q^c)^d, d < nC, are gathered into the matrix (nC Pows per (row, n) instead of nC^2).
+    chunk_steps = b.Cast(b.Range(b.i64(0), b.Squeeze(n_chunks, b.i64([0])), b.i64(1)), to=_FLOAT)  # (nC,)
+    carry_pow = b.Pow(b.Pow(q, chunks.c_float), chunk_steps)  # (K, N, nC)
+    cdiff, clower = _tri(b, n_chunks)
+    carry = b.Mul(b.Gather(carry_pow, b.Max(cdiff, b.i64(0)), axis=2), clower)  # (K, N, nC, nC)
+    states = b.MatMul(carry, b.Transpose(u, perm=[0, 3, 2, 1]))  # (K, N, nC, B)
+    final = b.Transpose(b.Gather(states, b.i64(-1), axis=2), perm=[0, 2, 1])  # (K, B, N) after the last chunk
+    return states, final, chunk0_pads
+
+
+def _from_prev(b: Body, chunks: _Chunks, q: str, g3: str, prev: str, chunk0_pads: str) -> str:
+    """prev's contribution to the outputs, (K, B*nC, c): nonzero in chunk 0 only."""
+    c, pad = chunks.c, chunks.pad
+    # Chunk 0's outputs after the first real token see prev through g q^(i+1-pad); the padded ones are cut.
+    first_steps = b.Cast(b.Range(b.i64(0), b.Squeeze(c, b.i64([0])), b.i64(1)), to=_FLOAT)  # (c,)
+    first = b.Pow(q, b.Relu(b.Sub(b.Add(first_steps, b.f32(1.0)), b.Cast(pad, to=_FLOAT))))  # (K, N, c)
+    from_prev = b.Pad(b.Unsqueeze(b.MatMul(prev, b.Mul(g3, first)), b.i64([2])), chunk0_pads)  # (K, B, nC, c)
+    return b.Reshape(from_prev, b.Concat(b.i64([0, -1]), c, axis=0))  # (K, B*nC, c)
+
+
 def chunked_ema(b: Body, z: str, w: str, q: str, g: str, prev: str | None, chunk: int = CHUNK):
     """The EMA of z (K, B, L) fp32 along L with per-row (w, q, g); prev (K, B, N) or None is the state before z[0].
 
@@ -100,22 +168,15 @@ def chunked_ema(b: Body, z: str, w: str, q: str, g: str, prev: str | None, chunk
     Returns (y (K, B, L), final (K, B, N), tail): ``tail(r, taps)`` records into ``r`` (an If branch, which reads
     this body's values by name) the part of y from lags >= taps, for truncation.
     """
-    length = b.dim(z, 2)  # (1,)
-    full = b.i64([chunk])
-    c = b.Min(full, length)  # (1,)
-    c_float = b.Cast(c, to=_FLOAT)
-    pad = b.Mod(b.Sub(c, b.Mod(length, c)), c)  # (1,): front padding to a multiple of c
-    zp = b.Pad(z, b.Concat(b.i64([0, 0]), pad, b.i64([0, 0, 0]), axis=0))  # (K, B, Lp)
-    padded = b.Add(length, pad)
-    n_chunks = b.Div(padded, c)  # (1,)
-    zc = b.Reshape(zp, b.Concat(b.i64([0, -1]), c, axis=0))  # (K, B*nC, c)
+    chunks = _cut_into_chunks(b, z, chunk)
+    length, c, pad, padded, zc = chunks.length, chunks.c, chunks.pad, chunks.padded, chunks.zc
 
     # Powers of q over a full chunk, (K, N, chunk): q^i and q^(i+1).
     steps = b.Cast(b.Range(b.i64(0), b.i64(chunk), b.i64(1)), to=_FLOAT)  # (chunk,)
     q_pow = b.Pow(q, steps)
     q_pow_next = b.Pow(q, b.Add(steps, b.f32(1.0)))
     g3 = b.Unsqueeze(g, b.i64([2]))  # (K, N, 1)
-    diff, lower = _tri(b, full)
+    diff, lower = _tri(b, chunks.full)
 
     def toeplitz(gain: str, r: Body) -> str:
         """The c x c lower-triangular Toeplitz matrix of the kernel sum_n gain w q^l, transposed: (K, c, c)."""
@@ -125,30 +186,10 @@ def chunked_ema(b: Body, z: str, w: str, q: str, g: str, prev: str | None, chunk
         return _square(r, r.Transpose(matrix, perm=[0, 2, 1]), c, [1, 2])
 
     y = b.MatMul(zc, toeplitz(g3, b))  # (K, B*nC, c)
-
-    # Each chunk's own contribution to its end state: sum_j q^(c-1-j) w z_j (the last c rows of the full chunk's).
-    into_state = b.Transpose(b.Mul(w, b.Pow(q, b.Sub(b.f32(float(chunk - 1)), steps))), perm=[0, 2, 1])
-    into_state = b.Slice(into_state, b.Sub(full, c), full, b.i64([1]))  # (K, c, N)
-    u = b.MatMul(zc, into_state)  # (K, B*nC, N)
-    u = b.Reshape(u, b.Concat(b.i64([0, -1]), n_chunks, b.dim(q, 1), axis=0))  # (K, B, nC, N)
-    if prev is not None:
-        chunk0_pads = b.Concat(b.i64([0, 0, 0, 0, 0, 0]), b.Sub(n_chunks, b.i64([1])), b.i64([0]), axis=0)
-        # prev decays over chunk 0's c - pad real steps before chunk 0 ends.
-        decay0 = b.Pow(q, b.Cast(b.Sub(c, pad), to=_FLOAT))  # (K, N, 1)
-        inject = b.Mul(prev, b.Transpose(decay0, perm=[0, 2, 1]))  # (K, B, N)
-        u = b.Add(u, b.Pad(b.Unsqueeze(inject, b.i64([2])), chunk0_pads))  # into chunk 0 only
-
-    # Chunk end states: S_c = sum_{c' <= c} (q^c)^(c - c') u_c', a lower-triangular matmul per (row, n); the
-    # powers (q^c)^d, d < nC, are gathered into the matrix (nC Pows per (row, n) instead of nC^2).
-    chunk_steps = b.Cast(b.Range(b.i64(0), b.Squeeze(n_chunks, b.i64([0])), b.i64(1)), to=_FLOAT)  # (nC,)
-    carry_pow = b.Pow(b.Pow(q, c_float), chunk_steps)  # (K, N, nC)
-    cdiff, clower = _tri(b, n_chunks)
-    carry = b.Mul(b.Gather(carry_pow, b.Max(cdiff, b.i64(0)), axis=2), clower)  # (K, N, nC, nC)
-    states = b.MatMul(carry, b.Transpose(u, perm=[0, 3, 2, 1]))  # (K, N, nC, B)
-    final = b.Transpose(b.Gather(states, b.i64(-1), axis=2), perm=[0, 2, 1])  # (K, B, N) after the last chunk
+    states, final, chunk0_pads = _chunk_end_states(b, chunks, w, q, steps, chunk, prev)
 
     # The state entering each chunk (S_{c-1}; zero before chunk 0) reaches its outputs through g q^(i+1).
-    entering = b.Slice(b.Pad(states, b.i64([0, 0, 1, 0, 0, 0, 0, 0])), b.i64([0]), n_chunks, b.i64([2]))
+    entering = b.Slice(b.Pad(states, b.i64([0, 0, 1, 0, 0, 0, 0, 0])), b.i64([0]), chunks.n_chunks, b.i64([2]))
     entering = b.Reshape(b.Transpose(entering, perm=[0, 3, 2, 1]),  # (K, B, nC, N)
                          b.Concat(b.i64([0, -1]), b.dim(q, 1), axis=0))  # (K, B*nC, N)
 
@@ -157,11 +198,7 @@ def chunked_ema(b: Body, z: str, w: str, q: str, g: str, prev: str | None, chunk
 
     y = b.Add(y, from_entering(g3, b))
     if prev is not None:
-        # Chunk 0's outputs after the first real token see prev through g q^(i+1-pad); the padded ones are cut.
-        first_steps = b.Cast(b.Range(b.i64(0), b.Squeeze(c, b.i64([0])), b.i64(1)), to=_FLOAT)  # (c,)
-        first = b.Pow(q, b.Relu(b.Sub(b.Add(first_steps, b.f32(1.0)), b.Cast(pad, to=_FLOAT))))  # (K, N, c)
-        from_prev = b.Pad(b.Unsqueeze(b.MatMul(prev, b.Mul(g3, first)), b.i64([2])), chunk0_pads)  # (K, B, nC, c)
-        y = b.Add(y, b.Reshape(from_prev, b.Concat(b.i64([0, -1]), c, axis=0)))
+        y = b.Add(y, _from_prev(b, chunks, q, g3, prev, chunk0_pads))
 
     def unpad(r: Body, values: str) -> str:  # (K, B*nC, c) -> (K, B, L)
         values = r.Reshape(values, r.Concat(r.i64([0, -1]), padded, axis=0))  # (K, B, Lp)

@@ -9,8 +9,9 @@ One block (``MegaBlock``), x being (B, L, D):
     r, qk, g, i = split(mx_proj(e))  q, k = silu(qk) * qk_weight + qk_bias    (one shared head of width S)
     h = act(i + h_proj(attention(q, k, v) * silu(g)))     out = x + sigmoid(r) * (h - x)
 then, with ``add_cross_attention``, the gated cross-attention to the encoder output (``MegaGatedCrossAttention``),
-then the NFFN. The EMA is the custom op ``tensorkiln::mega_ema`` (``reference/ops/mega_ema.py``); the norms and the
-relative position biases are in ``reference/mega_layers.py``.
+then the NFFN. The EMA is the custom op ``tensorkiln::mega_ema`` (``reference/ops/mega_ema.py``); the embeddings, the
+EMA module, the norms, the relative position biases and the NFFN are in ``reference/mega_layers.py``; the task heads
+and ``ARCHITECTURE`` in ``reference/mega_heads.py``.
 
 Where we differ from HF (only where HF errors or returns NaN; see NOTES.md):
   * ``use_chunking`` with a length that is not a multiple of ``chunk_size``: HF fails in a reshape; we pad the
@@ -37,19 +38,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from .activations import get_activation
-from .config import ConfigError, HFConfig, require
-from .mega_layers import MegaSequenceNorm, relative_position_bias
-from .ops.mega_ema import mega_ema
-from .outputs import (
-    BaseModelOutput,
-    CausalLMOutput,
-    MaskedLMOutput,
-    MultipleChoiceModelOutput,
-    QuestionAnsweringModelOutput,
-    SequenceClassifierOutput,
-    TokenClassifierOutput,
+from .config import HFConfig, require
+from .mega_layers import (
+    MegaEmbeddings,
+    MegaMultiDimensionDampedEma,
+    MegaNormalizedFeedForwardNetwork,
+    MegaSequenceNorm,
+    relative_position_bias,
 )
-from .registry import Architecture
+from .outputs import BaseModelOutput
 
 #: Checkpoint tensors we recompute: the rotary bias's dtype marker and the token-type default buffer.
 IGNORED_KEYS = (r"rel_pos_bias\._float_tensor$", r"embedding_layer\.token_type_ids$")
@@ -152,69 +149,7 @@ class MegaLayerCache(NamedTuple):
     length: int | None = None
 
 
-# ----------------------------------------------------------------------------------------------- embeddings
-
-
-class MegaEmbeddings(nn.Module):
-    """Word embeddings plus optional token-type embeddings; Mega has no absolute positions."""
-
-    def __init__(self, config: MegaConfig):
-        super().__init__()
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
-        self.token_type_embeddings = (
-            nn.Embedding(config.type_vocab_size, config.hidden_size) if config.add_token_type_embeddings else None
-        )
-
-    def forward(self, input_ids, token_type_ids, inputs_embeds) -> torch.Tensor:
-        embeddings = self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds
-        if self.token_type_embeddings is not None:
-            if token_type_ids is None:
-                token_type_ids = torch.zeros(embeddings.shape[:2], dtype=torch.long, device=embeddings.device)
-            embeddings = embeddings + self.token_type_embeddings(token_type_ids)
-        return embeddings  # (B, L, D)
-
-
-# ----------------------------------------------------------------------------------------------- EMA and attention
-
-
-class MegaMultiDimensionDampedEma(nn.Module):
-    """silu(EMA(x) + omega * x): the EMA expands each channel into N damped dimensions and projects them back."""
-
-    def __init__(self, config: MegaConfig):
-        super().__init__()
-        self.config = config
-        rows = 2 * config.hidden_size if config.bidirectional else config.hidden_size
-        ndim = config.ema_projection_size
-        self.damping_factor = nn.Parameter(torch.empty(rows, ndim, 1))  # delta
-        self.decay_factor = nn.Parameter(torch.empty(rows, ndim, 1))  # alpha
-        self.ema_expansion_matrix = nn.Parameter(torch.empty(rows, ndim, 1))  # beta
-        self.kernel_projection_matrix = nn.Parameter(torch.empty(rows, ndim))  # gamma
-        self.residual_weight = nn.Parameter(torch.empty(config.hidden_size))  # omega
-
-    def forward(self, x, padding_mask, prev_state, stateful: bool):
-        residual = x * self.residual_weight
-        if padding_mask is not None:
-            x = x * padding_mask.unsqueeze(-1)  # (B, L, D): padded tokens feed nothing into the EMA
-        # HF's cached path (ema_step) builds the full kernel: truncation applies only to stateless passes.
-        truncation = 0 if stateful or self.config.truncation is None else self.config.truncation
-        ema, state = mega_ema(
-            x, self.damping_factor, self.decay_factor, self.ema_expansion_matrix, self.kernel_projection_matrix,
-            prev_state, bidirectional=self.config.bidirectional, truncation=truncation,
-        )
-        return F.silu(ema + residual), state
-
-    def init_weights_(self, generator, std):
-        config = self.config
-        with torch.no_grad():
-            for param in (self.damping_factor, self.decay_factor):
-                param.copy_(torch.randn(param.shape, generator=generator) * config.ema_delta_alpha_range)
-            # beta starts at [1, -1, 1, -1, ...] (HF: "seems more stable") plus noise
-            signs = torch.ones(config.ema_projection_size, 1)
-            signs[1::2] = -1.0
-            noise = torch.randn(self.ema_expansion_matrix.shape, generator=generator) * config.ema_beta_range
-            self.ema_expansion_matrix.copy_(noise + signs)
-            for param in (self.kernel_projection_matrix, self.residual_weight):
-                param.copy_(torch.randn(param.shape, generator=generator) * config.ema_gamma_omega_range)
+# ----------------------------------------------------------------------------------------------- attention
 
 
 class MegaMovingAverageGatedAttention(nn.Module):
@@ -402,21 +337,6 @@ class MegaGatedCrossAttention(nn.Module):
         return out if config.normalize_before_mega else self.norm(out)
 
 
-class MegaNormalizedFeedForwardNetwork(nn.Module):
-    def __init__(self, config: MegaConfig):
-        super().__init__()
-        self.prenorm = config.normalize_before_ffn
-        self.activation = get_activation(config.activation, "activation")
-        self.norm = MegaSequenceNorm(config)
-        self.fc1 = nn.Linear(config.hidden_size, config.nffn_hidden_size)
-        self.fc2 = nn.Linear(config.nffn_hidden_size, config.hidden_size)
-
-    def forward(self, hidden):
-        x = self.norm(hidden) if self.prenorm else hidden
-        out = self.fc2(self.activation(self.fc1(x))) + hidden
-        return out if self.prenorm else self.norm(out)
-
-
 class MegaBlock(nn.Module):
     """The Mega sub-layer, then the cross-attention (``add_cross_attention``), then the NFFN."""
 
@@ -565,162 +485,3 @@ class MegaModel(nn.Module):
             raise ValueError(f"encoder_attention_mask must be (batch, source length) = ({batch}, {source_length}), "
                              f"got {tuple(encoder_mask.shape)}")
         return encoder_mask
-
-
-def _lm_dense(config: MegaConfig) -> nn.Linear | None:
-    return nn.Linear(config.hidden_size, config.hidden_size) if config.add_lm_hidden_dense_layer else None
-
-
-class MegaForCausalLM(nn.Module):
-    """Next-token logits, with incremental decoding when ``is_decoder`` is true and ``bidirectional`` false.
-
-    ``use_cache`` (default: the config's) returns ``past_key_values``: a tuple with one :class:`MegaLayerCache`
-    per layer (self-attention keys/values, EMA state, cross-attention keys/values, tokens seen), whose first fields
-    are HF's per-layer tuple, so HF's cache tuples load as they are. Feed it back with the next tokens (one or
-    more), an ``attention_mask`` covering past and new tokens and, with cross-attention, the
-    ``encoder_attention_mask``; the logits equal a full recomputation. With a cache the EMA runs untruncated, as
-    HF's cached path does. See :class:`MegaModel` for the cross-attention inputs.
-    """
-
-    ignored_checkpoint_keys: ClassVar[tuple[str, ...]] = IGNORED_KEYS
-
-    def __init__(self, config: MegaConfig):
-        super().__init__()
-        self.config = config
-        self.mega = MegaModel(config, add_pooling_layer=False)
-        self.dense = _lm_dense(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size)
-        if config.tie_word_embeddings:
-            self.lm_head.weight = self.mega.embedding_layer.word_embeddings.weight
-
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
-                encoder_hidden_states=None, encoder_attention_mask=None, past_key_values=None,
-                use_cache=None) -> CausalLMOutput:
-        out = self.mega(input_ids, attention_mask, token_type_ids, inputs_embeds, encoder_hidden_states,
-                        encoder_attention_mask, past_key_values, use_cache)
-        hidden = out.last_hidden_state
-        if self.dense is not None:
-            hidden = torch.tanh(self.dense(hidden))
-        return CausalLMOutput(logits=self.lm_head(hidden), past_key_values=out.past_key_values)
-
-
-class MegaForMaskedLM(nn.Module):
-    ignored_checkpoint_keys: ClassVar[tuple[str, ...]] = IGNORED_KEYS
-
-    def __init__(self, config: MegaConfig):
-        super().__init__()
-        self.config = config
-        self.mega = MegaModel(config, add_pooling_layer=False)
-        self.dense = _lm_dense(config)
-        self.mlm_head = nn.Linear(config.hidden_size, config.vocab_size)
-        if config.tie_word_embeddings:
-            self.mlm_head.weight = self.mega.embedding_layer.word_embeddings.weight
-
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
-                encoder_hidden_states=None, encoder_attention_mask=None) -> MaskedLMOutput:
-        hidden = self.mega(input_ids, attention_mask, token_type_ids, inputs_embeds, encoder_hidden_states,
-                           encoder_attention_mask).last_hidden_state
-        if self.dense is not None:
-            hidden = torch.tanh(self.dense(hidden))
-        return MaskedLMOutput(logits=self.mlm_head(hidden))
-
-
-class MegaClassificationHead(nn.Module):
-    def __init__(self, config: MegaConfig):
-        super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.out_proj = nn.Linear(config.hidden_size, config.num_labels)
-
-    def forward(self, hidden):
-        return self.out_proj(torch.tanh(self.dense(hidden[:, 0])))  # (B, num_labels): the first token
-
-
-class MegaForSequenceClassification(nn.Module):
-    ignored_checkpoint_keys: ClassVar[tuple[str, ...]] = IGNORED_KEYS
-
-    def __init__(self, config: MegaConfig):
-        super().__init__()
-        self.config = config
-        self.mega = MegaModel(config, add_pooling_layer=False)
-        self.classifier = MegaClassificationHead(config)
-
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None,
-                inputs_embeds=None) -> SequenceClassifierOutput:
-        hidden = self.mega(input_ids, attention_mask, token_type_ids, inputs_embeds).last_hidden_state
-        return SequenceClassifierOutput(logits=self.classifier(hidden))
-
-
-class MegaForMultipleChoice(nn.Module):
-    ignored_checkpoint_keys: ClassVar[tuple[str, ...]] = IGNORED_KEYS
-
-    def __init__(self, config: MegaConfig):
-        super().__init__()
-        self.config = config
-        self.mega = MegaModel(config)
-        self.classifier = nn.Linear(config.hidden_size, 1)
-
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None,
-                inputs_embeds=None) -> MultipleChoiceModelOutput:
-        source = input_ids if input_ids is not None else inputs_embeds
-        if source is None or source.dim() < 3:
-            raise ValueError("multiple choice inputs must be (batch, choices, sequence) ids or embeddings")
-        num_choices = source.shape[1]
-
-        def flat(t, keep):  # (B, C, L, ...) -> (B * C, L, ...)
-            return None if t is None else t.reshape(-1, *t.shape[2:2 + keep])
-
-        pooled = self.mega(flat(input_ids, 1), flat(attention_mask, 1), flat(token_type_ids, 1),
-                           flat(inputs_embeds, 2)).pooler_output  # (B * C, D)
-        return MultipleChoiceModelOutput(logits=self.classifier(pooled).view(-1, num_choices))  # (B, C)
-
-
-class MegaForTokenClassification(nn.Module):
-    ignored_checkpoint_keys: ClassVar[tuple[str, ...]] = IGNORED_KEYS
-
-    def __init__(self, config: MegaConfig):
-        super().__init__()
-        self.config = config
-        self.mega = MegaModel(config, add_pooling_layer=False)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None,
-                inputs_embeds=None) -> TokenClassifierOutput:
-        hidden = self.mega(input_ids, attention_mask, token_type_ids, inputs_embeds).last_hidden_state
-        return TokenClassifierOutput(logits=self.classifier(hidden))
-
-
-class MegaForQuestionAnswering(nn.Module):
-    ignored_checkpoint_keys: ClassVar[tuple[str, ...]] = IGNORED_KEYS
-
-    def __init__(self, config: MegaConfig):
-        super().__init__()
-        if config.num_labels != 2:
-            # HF sizes qa_outputs by num_labels but splits it into exactly (start, end).
-            raise ConfigError(f"config key 'num_labels' must be 2 for question answering, got {config.num_labels}")
-        self.config = config
-        self.mega = MegaModel(config, add_pooling_layer=False)
-        self.qa_outputs = nn.Linear(config.hidden_size, config.num_labels)
-
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None,
-                inputs_embeds=None) -> QuestionAnsweringModelOutput:
-        hidden = self.mega(input_ids, attention_mask, token_type_ids, inputs_embeds).last_hidden_state
-        start, end = self.qa_outputs(hidden).split(1, dim=-1)  # (B, L, 1) each
-        return QuestionAnsweringModelOutput(start_logits=start.squeeze(-1).contiguous(),
-                                            end_logits=end.squeeze(-1).contiguous())
-
-
-ARCHITECTURE = Architecture(
-    model_type="mega",
-    class_prefix="Mega",
-    config_class=MegaConfig,
-    heads={
-        "Model": MegaModel,
-        "ForCausalLM": MegaForCausalLM,
-        "ForMaskedLM": MegaForMaskedLM,
-        "ForSequenceClassification": MegaForSequenceClassification,
-        "ForMultipleChoice": MegaForMultipleChoice,
-        "ForTokenClassification": MegaForTokenClassification,
-        "ForQuestionAnswering": MegaForQuestionAnswering,
-    },
-    base_model_prefix="mega",
-)

@@ -1,7 +1,11 @@
-"""Mega's building blocks that hold no Mega-specific logic: the two relative position biases and the norms.
+"""Mega's building blocks around the gated attention: the embeddings, the damped multi-dimensional EMA, the two
+relative position biases, the norms and the normalised feed-forward network (NFFN).
 
-Split out of ``reference/mega.py`` (which imports them) to keep that file readable; checked against the same
-``transformers==4.57.6`` (``models/deprecated/mega/modeling_mega.py``). Parameter names are HF's state_dict keys.
+Split out of ``reference/mega.py`` (which imports them, and holds the config, the cache, the gated attentions, the
+block and the base model) to keep that file readable; checked against the same ``transformers==4.57.6``
+(``models/deprecated/mega/modeling_mega.py``). The EMA's recurrence is the custom op ``tensorkiln::mega_ema``
+(``reference/ops/mega_ema.py``); its module here holds the parameters, the padding mask and the residual around it.
+Parameter names are HF's state_dict keys.
 """
 
 from __future__ import annotations
@@ -12,6 +16,9 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .activations import get_activation
+from .ops.mega_ema import mega_ema
 
 if TYPE_CHECKING:  # mega.py imports this module; the config is only needed for annotations here
     from .mega import MegaConfig
@@ -173,3 +180,86 @@ class MegaSequenceNorm(nn.Module):
 
     def forward(self, x):
         return self.norm(x)
+
+
+# ----------------------------------------------------------------------------------------------- embeddings
+
+
+class MegaEmbeddings(nn.Module):
+    """Word embeddings plus optional token-type embeddings; Mega has no absolute positions."""
+
+    def __init__(self, config: MegaConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.token_type_embeddings = (
+            nn.Embedding(config.type_vocab_size, config.hidden_size) if config.add_token_type_embeddings else None
+        )
+
+    def forward(self, input_ids, token_type_ids, inputs_embeds) -> torch.Tensor:
+        embeddings = self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds
+        if self.token_type_embeddings is not None:
+            if token_type_ids is None:
+                token_type_ids = torch.zeros(embeddings.shape[:2], dtype=torch.long, device=embeddings.device)
+            embeddings = embeddings + self.token_type_embeddings(token_type_ids)
+        return embeddings  # (B, L, D)
+
+
+# ----------------------------------------------------------------------------------------------- EMA
+
+
+class MegaMultiDimensionDampedEma(nn.Module):
+    """silu(EMA(x) + omega * x): the EMA expands each channel into N damped dimensions and projects them back."""
+
+    def __init__(self, config: MegaConfig):
+        super().__init__()
+        self.config = config
+        rows = 2 * config.hidden_size if config.bidirectional else config.hidden_size
+        ndim = config.ema_projection_size
+        self.damping_factor = nn.Parameter(torch.empty(rows, ndim, 1))  # delta
+        self.decay_factor = nn.Parameter(torch.empty(rows, ndim, 1))  # alpha
+        self.ema_expansion_matrix = nn.Parameter(torch.empty(rows, ndim, 1))  # beta
+        self.kernel_projection_matrix = nn.Parameter(torch.empty(rows, ndim))  # gamma
+        self.residual_weight = nn.Parameter(torch.empty(config.hidden_size))  # omega
+
+    def forward(self, x, padding_mask, prev_state, stateful: bool):
+        residual = x * self.residual_weight
+        if padding_mask is not None:
+            x = x * padding_mask.unsqueeze(-1)  # (B, L, D): padded tokens feed nothing into the EMA
+        # HF's cached path (ema_step) builds the full kernel: truncation applies only to stateless passes.
+        truncation = 0 if stateful or self.config.truncation is None else self.config.truncation
+        ema, state = mega_ema(
+            x, self.damping_factor, self.decay_factor, self.ema_expansion_matrix, self.kernel_projection_matrix,
+            prev_state, bidirectional=self.config.bidirectional, truncation=truncation,
+        )
+        return F.silu(ema + residual), state
+
+    def init_weights_(self, generator, std):
+        config = self.config
+        with torch.no_grad():
+            for param in (self.damping_factor, self.decay_factor):
+                param.copy_(torch.randn(param.shape, generator=generator) * config.ema_delta_alpha_range)
+            # beta starts at [1, -1, 1, -1, ...] (HF: "seems more stable") plus noise
+            signs = torch.ones(config.ema_projection_size, 1)
+            signs[1::2] = -1.0
+            noise = torch.randn(self.ema_expansion_matrix.shape, generator=generator) * config.ema_beta_range
+            self.ema_expansion_matrix.copy_(noise + signs)
+            for param in (self.kernel_projection_matrix, self.residual_weight):
+                param.copy_(torch.randn(param.shape, generator=generator) * config.ema_gamma_omega_range)
+
+
+# ----------------------------------------------------------------------------------------------- feed-forward
+
+
+class MegaNormalizedFeedForwardNetwork(nn.Module):
+    def __init__(self, config: MegaConfig):
+        super().__init__()
+        self.prenorm = config.normalize_before_ffn
+        self.activation = get_activation(config.activation, "activation")
+        self.norm = MegaSequenceNorm(config)
+        self.fc1 = nn.Linear(config.hidden_size, config.nffn_hidden_size)
+        self.fc2 = nn.Linear(config.nffn_hidden_size, config.hidden_size)
+
+    def forward(self, hidden):
+        x = self.norm(hidden) if self.prenorm else hidden
+        out = self.fc2(self.activation(self.fc1(x))) + hidden
+        return out if self.prenorm else self.norm(out)

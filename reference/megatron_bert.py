@@ -13,33 +13,23 @@ recomputation; ``reference/NOTES.md`` lists that and the other HF quirks.
 Inference only: no dropout, no losses, no head masks, no attention-probability outputs.
 The KV cache is HF's legacy layout: one tuple per layer, ``(key, value)`` of shape ``(B, H, T, head_dim)`` for
 self-attention, followed by the cross-attention ``(key, value)`` when the decoder has cross-attention.
+
+This file holds the config and the base model; the task heads and ``ARCHITECTURE`` are in ``megatron_bert_heads.py``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 from typing import ClassVar, Literal
 
 import torch
 from torch import nn
 
 from .activations import get_activation
-from .bert_blocks import Intermediate, LMPredictionHead, OnlyMLMHead, fold_choices, split_start_end
-from .config import ConfigError, HFConfig, require
-from .outputs import (
-    BaseModelOutput,
-    CausalLMOutput,
-    MaskedLMOutput,
-    MultipleChoiceModelOutput,
-    NextSentencePredictorOutput,
-    PreTrainingOutput,
-    QuestionAnsweringModelOutput,
-    SequenceClassifierOutput,
-    TokenClassifierOutput,
-)
-from .registry import Architecture
+from .bert_blocks import Intermediate
+from .config import HFConfig, require
+from .outputs import BaseModelOutput
 
 #: One layer's cache: (self_key, self_value) or (self_key, self_value, cross_key, cross_value), each (B, H, T, D).
 LayerCache = tuple[torch.Tensor, ...]
@@ -365,6 +355,25 @@ class MegatronBertModel(nn.Module):
         use_cache = (config.use_cache if use_cache is None else use_cache) and config.is_decoder
 
         past_length = self._check_past(past_key_values, batch)
+        self._check_lengths(length, past_length, position_ids, encoder_hidden_states)
+        self_mask, cross_mask = self._masks(
+            attention_mask, encoder_hidden_states, encoder_attention_mask, batch, length, past_length, device
+        )
+
+        hidden_states = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds, past_length)
+        sequence_output, caches = self.encoder(
+            hidden_states, self_mask, encoder_hidden_states, cross_mask, past_key_values, past_length
+        )
+        pooled_output = self.pooler(sequence_output) if self.pooler is not None else None
+        return BaseModelOutput(
+            last_hidden_state=sequence_output,
+            pooler_output=pooled_output,
+            past_key_values=caches if use_cache else None,
+        )
+
+    def _check_lengths(self, length: int, past_length: int, position_ids, encoder_hidden_states) -> None:
+        """Clear errors for positions past the embedding tables, and for encoder states the model cannot read."""
+        config = self.config
         if past_length + length > config.max_position_embeddings and (
             position_ids is None or config.position_embedding_type != "absolute"
         ):
@@ -382,6 +391,11 @@ class MegatronBertModel(nn.Module):
                 raise ValueError(f"encoder_hidden_states has {encoder_hidden_states.shape[1]} positions; relative "
                                  f"distances allow at most max_position_embeddings={config.max_position_embeddings}")
 
+    def _masks(
+        self, attention_mask, encoder_hidden_states, encoder_attention_mask, batch: int, length: int,
+        past_length: int, device: torch.device,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The additive self-attention mask and (with encoder states) the cross-attention mask; all-ones defaults."""
         dtype = self.embeddings.word_embeddings.weight.dtype
         if attention_mask is None:
             attention_mask = torch.ones((batch, past_length + length), device=device)
@@ -391,23 +405,13 @@ class MegatronBertModel(nn.Module):
             raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, but there are {length} queries "
                              f"and {past_length + length} keys (past {past_length} + new {length}); pass a "
                              f"(batch, keys) or (batch, queries, keys) mask")
-        self_mask = extended_attention_mask(attention_mask, length, config.is_decoder, dtype)
+        self_mask = extended_attention_mask(attention_mask, length, self.config.is_decoder, dtype)
         cross_mask = None
         if encoder_hidden_states is not None:
             if encoder_attention_mask is None:
                 encoder_attention_mask = torch.ones(encoder_hidden_states.shape[:2], device=device)
             cross_mask = extended_attention_mask(encoder_attention_mask, length, False, dtype)
-
-        hidden_states = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds, past_length)
-        sequence_output, caches = self.encoder(
-            hidden_states, self_mask, encoder_hidden_states, cross_mask, past_key_values, past_length
-        )
-        pooled_output = self.pooler(sequence_output) if self.pooler is not None else None
-        return BaseModelOutput(
-            last_hidden_state=sequence_output,
-            pooler_output=pooled_output,
-            past_key_values=caches if use_cache else None,
-        )
+        return self_mask, cross_mask
 
     def _check_past(self, past_key_values, batch: int) -> int:
         """The cached length; a clear error for a cache that cannot belong to this model."""
@@ -431,197 +435,3 @@ class MegatronBertModel(nn.Module):
             if entry[0].shape[2] != past_length or entry[1].shape[2] != past_length:
                 raise ValueError(f"past_key_values[{i}] holds {entry[0].shape[2]} positions, layer 0 {past_length}")
         return past_length
-
-
-# ----------------------------------------------------------------------------------------------- heads
-
-
-class MegatronBertOnlyNSPHead(nn.Module):
-    def __init__(self, config: MegatronBertConfig):
-        super().__init__()
-        self.seq_relationship = nn.Linear(config.hidden_size, 2)
-
-    def forward(self, pooled_output: torch.Tensor) -> torch.Tensor:
-        return self.seq_relationship(pooled_output)
-
-
-class MegatronBertPreTrainingHeads(nn.Module):
-    def __init__(self, config: MegatronBertConfig):
-        super().__init__()
-        self.predictions = LMPredictionHead(config)
-        self.seq_relationship = nn.Linear(config.hidden_size, 2)
-
-
-def _tie_lm_decoder(model: nn.Module) -> None:
-    """With ``tie_word_embeddings`` (HF's default) the vocabulary projection is the word-embedding matrix."""
-    if model.config.tie_word_embeddings:
-        model.cls.predictions.decoder.weight = model.bert.embeddings.word_embeddings.weight
-
-
-class _Head(nn.Module):
-    """Shared plumbing of the head models: the base model under HF's prefix ``bert``."""
-
-    ignored_checkpoint_keys: ClassVar[tuple[str, ...]] = MegatronBertModel.ignored_checkpoint_keys
-    add_pooling_layer: ClassVar[bool] = True
-
-    def __init__(self, config: MegatronBertConfig):
-        super().__init__()
-        self.config = config
-        self.bert = MegatronBertModel(config, add_pooling_layer=self.add_pooling_layer)
-
-    def _encode(self, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, **kwargs):
-        return self.bert(
-            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-            position_ids=position_ids, inputs_embeds=inputs_embeds, **kwargs,
-        )
-
-
-class MegatronBertForPreTraining(_Head):
-    def __init__(self, config: MegatronBertConfig):
-        super().__init__(config)
-        self.cls = MegatronBertPreTrainingHeads(config)
-        _tie_lm_decoder(self)
-
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
-                inputs_embeds=None) -> PreTrainingOutput:
-        out = self._encode(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
-        return PreTrainingOutput(
-            prediction_logits=self.cls.predictions(out.last_hidden_state),
-            seq_relationship_logits=self.cls.seq_relationship(out.pooler_output),
-        )
-
-
-class MegatronBertForCausalLM(_Head):
-    add_pooling_layer = False
-
-    def __init__(self, config: MegatronBertConfig):
-        super().__init__(config)
-        if not config.is_decoder:
-            warnings.warn("MegatronBertForCausalLM with is_decoder=false attends both ways and keeps no cache "
-                          "(as HF does); set is_decoder=true for a causal LM", stacklevel=2)
-        self.cls = OnlyMLMHead(config)
-        _tie_lm_decoder(self)
-
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
-                inputs_embeds=None, encoder_hidden_states=None, encoder_attention_mask=None,
-                past_key_values=None, use_cache=None) -> CausalLMOutput:
-        out = self._encode(
-            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
-            encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
-            past_key_values=past_key_values, use_cache=use_cache,
-        )
-        return CausalLMOutput(logits=self.cls(out.last_hidden_state), past_key_values=out.past_key_values)
-
-
-class MegatronBertForMaskedLM(_Head):
-    add_pooling_layer = False
-
-    def __init__(self, config: MegatronBertConfig):
-        super().__init__(config)
-        if config.is_decoder:
-            warnings.warn("MegatronBertForMaskedLM with is_decoder=true applies a causal mask (as HF does); "
-                          "set is_decoder=false for bi-directional attention", stacklevel=2)
-        self.cls = OnlyMLMHead(config)
-        _tie_lm_decoder(self)
-
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
-                inputs_embeds=None, encoder_hidden_states=None, encoder_attention_mask=None) -> MaskedLMOutput:
-        out = self._encode(
-            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
-            encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
-        )
-        return MaskedLMOutput(logits=self.cls(out.last_hidden_state))
-
-
-class MegatronBertForNextSentencePrediction(_Head):
-    def __init__(self, config: MegatronBertConfig):
-        super().__init__(config)
-        self.cls = MegatronBertOnlyNSPHead(config)
-
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
-                inputs_embeds=None) -> NextSentencePredictorOutput:
-        out = self._encode(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
-        return NextSentencePredictorOutput(logits=self.cls(out.pooler_output))
-
-
-class MegatronBertForSequenceClassification(_Head):
-    def __init__(self, config: MegatronBertConfig):
-        super().__init__(config)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
-                inputs_embeds=None) -> SequenceClassifierOutput:
-        out = self._encode(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
-        return SequenceClassifierOutput(logits=self.classifier(out.pooler_output))
-
-
-class MegatronBertForMultipleChoice(_Head):
-    """Inputs are (B, C, L) for C choices; each choice is encoded on its own and scored from its pooled output."""
-
-    def __init__(self, config: MegatronBertConfig):
-        super().__init__(config)
-        self.classifier = nn.Linear(config.hidden_size, 1)
-
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
-                inputs_embeds=None) -> MultipleChoiceModelOutput:
-        reference = input_ids if input_ids is not None else inputs_embeds
-        if reference is None or reference.dim() < 3:
-            raise ValueError("multiple choice takes input_ids (batch, choices, length) "
-                             "or inputs_embeds (batch, choices, length, hidden)")
-        num_choices = reference.shape[1]
-        # As HF, fold every leading dimension: (..., L) -> (B*C, L) and (..., L, hidden) -> (B*C, L, hidden).
-        out = self._encode(fold_choices(input_ids, keep=1), fold_choices(attention_mask, keep=1),
-                           fold_choices(token_type_ids, keep=1), fold_choices(position_ids, keep=1),
-                           fold_choices(inputs_embeds, keep=2))
-        logits = self.classifier(out.pooler_output)  # (B*C, 1)
-        return MultipleChoiceModelOutput(logits=logits.view(-1, num_choices))  # (B, C)
-
-
-class MegatronBertForTokenClassification(_Head):
-    add_pooling_layer = False
-
-    def __init__(self, config: MegatronBertConfig):
-        super().__init__(config)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
-                inputs_embeds=None) -> TokenClassifierOutput:
-        out = self._encode(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
-        return TokenClassifierOutput(logits=self.classifier(out.last_hidden_state))
-
-
-class MegatronBertForQuestionAnswering(_Head):
-    add_pooling_layer = False
-
-    def __init__(self, config: MegatronBertConfig):
-        # HF splits the projection into exactly (start, end) and fails at run time for any other num_labels.
-        if config.num_labels != 2:
-            raise ConfigError(f"config key 'num_labels' must be 2 for MegatronBertForQuestionAnswering "
-                              f"(start and end logits), got {config.num_labels}")
-        super().__init__(config)
-        self.qa_outputs = nn.Linear(config.hidden_size, config.num_labels)
-
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
-                inputs_embeds=None) -> QuestionAnsweringModelOutput:
-        out = self._encode(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
-        start_logits, end_logits = split_start_end(self.qa_outputs(out.last_hidden_state))  # (B, L) each
-        return QuestionAnsweringModelOutput(start_logits=start_logits, end_logits=end_logits)
-
-
-ARCHITECTURE = Architecture(
-    model_type=MegatronBertConfig.model_type,
-    class_prefix="MegatronBert",
-    config_class=MegatronBertConfig,
-    heads={
-        "Model": MegatronBertModel,
-        "ForPreTraining": MegatronBertForPreTraining,
-        "ForCausalLM": MegatronBertForCausalLM,
-        "ForMaskedLM": MegatronBertForMaskedLM,
-        "ForNextSentencePrediction": MegatronBertForNextSentencePrediction,
-        "ForSequenceClassification": MegatronBertForSequenceClassification,
-        "ForMultipleChoice": MegatronBertForMultipleChoice,
-        "ForTokenClassification": MegatronBertForTokenClassification,
-        "ForQuestionAnswering": MegatronBertForQuestionAnswering,
-    },
-    base_model_prefix="bert",
-)

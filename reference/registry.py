@@ -1,6 +1,7 @@
 """The architecture registry: ``model_type`` -> config class and one module class per HF head.
 
-Each architecture file ends with ``ARCHITECTURE = Architecture(...)``; this module collects the five. Head names
+Each architecture defines ``ARCHITECTURE = Architecture(...)`` at the end of its heads' module (the model file, or
+its ``*_heads.py`` where the heads have a file of their own); this module collects the five. Head names
 are HF's class-name suffixes (``"Model"``, ``"ForMaskedLM"``, ...), so ``MraForMaskedLM`` in a checkpoint's
 ``architectures`` list resolves to ``("mra", "ForMaskedLM")``.
 """
@@ -15,11 +16,12 @@ from torch import nn
 
 from .config import ConfigError, HFConfig
 
-# model_type -> module holding its ARCHITECTURE. Architecture files do not import each other.
+# model_type -> the module (in this package) that defines its ARCHITECTURE: the model file, or for Mega and
+# MegatronBERT the heads file split out of it. Different architectures' files do not import each other.
 _MODULES = {
     "mra": "mra",
-    "mega": "mega",
-    "megatron-bert": "megatron_bert",
+    "mega": "mega_heads",
+    "megatron-bert": "megatron_bert_heads",
     "gpt_neox": "gpt_neox",
     "nystromformer": "nystromformer",
 }
