@@ -14,15 +14,18 @@ import sys
 
 import pytest
 
+from tensorkiln.export import bench
+from tensorkiln.export.bench.mra_dense import dense_mra
+from tensorkiln.export.bench.timing import alternate
+from tensorkiln.export.cli import build_parser
+from tensorkiln.export.cli import main as kiln
 from tensorkiln.reference import from_pretrained
 from tensorkiln.reference.presets import get_preset, init_checkpoint
-from tensorkiln.runtime import bench
-from tensorkiln.runtime.cli import build_parser
-from tensorkiln.runtime.cli import main as kiln
 
 
 def test_bench_and_cli_import_no_torch():
-    code = "import sys; import tensorkiln.runtime.bench, tensorkiln.runtime.cli; sys.exit('torch' in sys.modules)"
+    code = ("import sys; import tensorkiln.export.bench, tensorkiln.export.bench.worker, tensorkiln.export.cli; "
+            "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
@@ -64,7 +67,7 @@ def test_mra_count_equals_dense_plus_its_low_resolution_part(tmp_path):
     blocks = seq // 32
     assert config.num_blocks >= blocks * blocks
     mra = bench.count_matmul_flops(model, 1, seq, config.vocab_size)
-    with bench._dense_mra():
+    with dense_mra():
         dense = bench.count_matmul_flops(model, 1, seq, config.vocab_size)
     head_dim = config.hidden_size // config.num_attention_heads
     low_resolution = 2 * 2 * config.num_attention_heads * blocks * blocks * head_dim
@@ -82,7 +85,7 @@ def test_sgemm_peak_is_positive_and_plausible():
 
 def test_alternate_rotates_the_order():
     order = []
-    times = bench._alternate({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, repeats=3)
+    times = alternate({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, repeats=3)
     assert order == ["a", "b", "b", "a", "a", "b"]
     assert all(len(t) == 3 and min(t) >= 0 for t in times.values())
 
@@ -94,7 +97,7 @@ def _check_result(result: dict, stdout: str) -> None:
     for row in result["latency"]:
         backends = row["backends"]
         assert {"reference", "onnxruntime"} <= set(backends)
-        for name, stats in backends.items():
+        for stats in backends.values():
             assert stats["median_ms"] > 0 and min(stats["times_ms"]) == pytest.approx(stats["min_ms"])
             assert stats["tokens_per_s"] == pytest.approx(row["batch"] * row["seq"] / stats["median_ms"] * 1000)
             assert stats["gflops_per_s"] == pytest.approx(row["matmul_flops"] / stats["median_ms"] / 1e6)
