@@ -7,7 +7,7 @@ Use::
     check_custom_nodes(program.model_proto)
 
 Each call of ``torch.ops.tensorkiln.mra_attention`` / ``mega_ema`` becomes ONE node ``tensorkiln::MraAttention`` /
-``tensorkiln::MegaEma`` carrying every attribute of the contract (``export/contract.py``; ``prev_state`` only when
+``tensorkiln::MegaEma`` carrying every attribute of the contract (``runtime/contract.py``; ``prev_state`` only when
 given). ``add_local_functions`` then adds, for each op_type in the model, a local function of the same domain and
 name whose body uses only standard ONNX ops at the model's opset (no DFT; ``export/mra_attention_function.py``,
 ``export/mega_ema_function.py``). ONNX Runtime inlines it, so the file runs anywhere; TensorRT's parser prefers a
@@ -33,9 +33,10 @@ import onnx_ir as ir
 import torch
 
 import tensorkiln.reference.ops  # noqa: F401  (registers torch.ops.tensorkiln.*, the table's keys)
+from tensorkiln.runtime.contract import CONTRACTS, DOMAIN, DOMAIN_VERSION, MEGA_EMA, MRA_ATTENTION
+from tensorkiln.runtime.errors import KilnError
 
 from . import local_function
-from .contract import CONTRACTS, DOMAIN, DOMAIN_VERSION, MEGA_EMA, MRA_ATTENTION
 from .mega_ema_function import build_mega_ema_function, mega_ema_variant
 from .mra_attention_function import build_mra_attention_function, mra_variant
 
@@ -46,7 +47,7 @@ _ONNX_ATTRIBUTE_TYPE = {"INT": onnx.AttributeProto.INT, "FLOAT": onnx.AttributeP
                         "STRING": onnx.AttributeProto.STRING}
 
 
-class CustomNodeError(ValueError):
+class CustomNodeError(KilnError, ValueError):
     """A model's tensorkiln nodes do not match the contract or their local functions."""
 
 

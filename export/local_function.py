@@ -23,7 +23,7 @@ import onnx
 import onnxscript
 from onnx import TensorProto, helper
 
-from .contract import NodeContract
+from tensorkiln.runtime.contract import NodeContract
 
 __all__ = ["Body", "Ref", "build_function", "op_schema", "node_op", "MIN_OPSET", "VARIANT_KEY"]
 

@@ -2,7 +2,7 @@
 
 Use: ``onnx.reference.ReferenceEvaluator(model, new_ops=CUSTOM_OPS)`` evaluates a model whose ``tensorkiln`` nodes
 have no local function (as onnxruntime-extensions checks its custom ops). Both follow the node contract
-(``export/contract.py``) and compute in float64, then return the input dtype:
+(``runtime/contract.py``) and compute in float64, then return the input dtype:
 
 * ``MraAttention`` is ``reference/ops/mra_attention.py`` line for line; block ties at the budget's edge go to the
   lower flat index, as in ONNX TopK (and so the function body) and the torch op.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from onnx.reference.op_run import OpRun
 
-from .contract import DOMAIN
+from tensorkiln.runtime.contract import DOMAIN
 
 __all__ = ["MraAttention", "MegaEma", "CUSTOM_OPS"]
 

@@ -35,12 +35,22 @@ from polygraphy.comparator import Comparator
 from polygraphy.logger import G_LOGGER
 
 from tensorkiln.runtime import manifest as mf
-from tensorkiln.runtime.atomic import write_text
-from tensorkiln.runtime.errors import UsageError
-
 from tensorkiln.runtime import tolerances
 from tensorkiln.runtime.backends import BackendUnavailableError
+from tensorkiln.runtime.errors import UsageError
 from tensorkiln.runtime.session import Session, load
+
+from .parity_report import (
+    FAILED,
+    NOT_RUN,
+    PASSED,
+    OutputCheck,
+    ParityReport,
+    ShapeCheck,
+    default_report_dir,
+    to_markdown,
+    write_report,
+)
 
 if TYPE_CHECKING:  # the specs import torch
     from tensorkiln.export.specs import Shape
@@ -49,8 +59,6 @@ if TYPE_CHECKING:  # the specs import torch
 LONG_CAP = 512
 #: config.json keys that record where a checkpoint came from, not what it is.
 PROVENANCE_KEYS = ("transformers_version", "torch_dtype", "dtype")
-JSON_NAME = "parity.json"
-MARKDOWN_NAME = "parity.md"
 
 
 class ParityUsageError(UsageError):
@@ -160,32 +168,10 @@ def make_cases(spec, config, head: str, precision: str, seed: int, count: int | 
 # ----------------------------------------------------------------------------------------------- the comparison
 
 
-@dataclasses.dataclass(frozen=True)
-class OutputCheck:
-    output: str
-    max_abs: float
-    nmse: float
-    cosine: float
-    bound: dict[str, float]
-    passed: bool
-    reason: str = ""
-    #: PyTorch's own error in the exported precision (reduced precision only).
-    torch_half_max_abs: float | None = None
-    #: "all" elements, or "real tokens" (reduced precision: padded queries' outputs are arbitrary there).
-    compared: str = "all"
-
-
-@dataclasses.dataclass(frozen=True)
-class ShapeCheck:
-    label: str
-    sizes: dict[str, int]
-    seed: int
-    outputs: tuple[OutputCheck, ...]
-
-
 class PolicyCompare:
     """A Polygraphy compare function: each output of the runtime (second result) against the fp32 reference (first),
-    judged by :func:`tolerances.judge`; it keeps every figure for the report in ``checks``."""
+    judged by :func:`tolerances.compare` (the export check's own call); it keeps every figure for the report in
+    ``checks``."""
 
     def __init__(self, manifest: mf.Manifest, cases: Sequence[Case], reference: Sequence,
                  half: Sequence | None):
@@ -213,129 +199,11 @@ class PolicyCompare:
         if got.shape != want.shape:
             return OutputCheck(name, math.inf, math.inf, -1.0, {}, False,
                                f"shape {got.shape}, the reference's {want.shape}")
-        if precision == "fp32":
-            error = tolerances.errors(name, got, want)
-            verdict = tolerances.judge(precision, error)
-            return OutputCheck(name, *error, verdict.bound, verdict.passed, verdict.reason)
-        # The export check's own selection, so that both checks judge the same elements (its docstring says why).
-        own = np.asarray(self.half[index][name])
-        select = tolerances.real_tokens(info.token_axis, self.cases[index].feeds["attention_mask"], want.shape)
-        if select is not None:
-            want, got, own = want[select], got[select], own[select]
-        error = tolerances.errors(name, got, want)
-        torch_half = tolerances.errors(name, own, want).max_abs
-        verdict = tolerances.judge(precision, error, torch_half_max_abs=torch_half,
-                                   resolution=tolerances.half_resolution(want))
-        return OutputCheck(name, *error, verdict.bound, verdict.passed, verdict.reason, torch_half,
-                           "all" if select is None else "real tokens")
-
-
-# ----------------------------------------------------------------------------------------------- the report
-
-
-@dataclasses.dataclass(frozen=True)
-class ParityReport:
-    model_type: str
-    head: str
-    hf_class: str
-    precision: str
-    checkpoint: str
-    export: str
-    rule: str
-    #: "passed", "failed", or "skipped" (with ``reason``): a skip is not a pass.
-    status: str
-    runners: tuple[str, ...] = ()
-    checks: tuple[ShapeCheck, ...] = ()
-    reason: str = ""
-    #: The policy's constants this report applied (``runtime/tolerances.py``).
-    policy: dict[str, float] = dataclasses.field(default_factory=lambda: {
-        "FP32_MAX_ABS": tolerances.FP32_MAX_ABS, "FP32_MAX_NMSE": tolerances.FP32_MAX_NMSE,
-        "HALF_ERROR_RATIO": tolerances.HALF_ERROR_RATIO})
-
-    @property
-    def ok(self) -> bool:
-        return self.status != "failed"
-
-    def failures(self) -> list[str]:
-        return [f"{check.label} {_sizes(check.sizes)}: {row.output}: {row.reason}"
-                for check in self.checks for row in check.outputs if not row.passed]
-
-
-def _sizes(sizes: dict[str, int]) -> str:
-    short = {mf.BATCH: "batch", mf.SEQUENCE: "seq", mf.PAST: "past", mf.CHOICES: "choices"}
-    return "(" + ", ".join(f"{short.get(k, k)} {v}" for k, v in sizes.items()) + ")"
-
-
-def _number(value: float | None) -> Any:
-    """JSON has no inf or nan: write them as strings, so that strict readers (jq) still parse the report."""
-    if value is None or math.isfinite(value):
-        return value
-    return str(value)
-
-
-def to_json(report: ParityReport) -> dict[str, Any]:
-    data = dataclasses.asdict(report)
-    for check in data["checks"]:
-        for row in check["outputs"]:
-            for key in ("max_abs", "nmse", "cosine", "torch_half_max_abs"):
-                row[key] = _number(row[key])
-            row["bound"] = {k: _number(v) for k, v in row["bound"].items()}
-    return data
-
-
-def _bound(bound: dict[str, float]) -> str:
-    names = {"max_abs": "max abs", "nmse": "NMSE"}
-    return ", ".join(f"{names[k]} ≤ {v:.3g}" for k, v in bound.items()) or "-"
-
-
-def to_markdown(report: ParityReport) -> str:
-    verdict = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIPPED (not checked)"}[report.status]
-    lines = [f"# kiln parity: {report.hf_class} ({report.precision}): {verdict}", "",
-             f"- checkpoint: `{report.checkpoint}`", f"- export: `{report.export}`",
-             f"- rule: {report.rule}"]
-    if report.runners:
-        lines.append(f"- runners: {' vs '.join(report.runners)}")
-    if report.status == "skipped":
-        return "\n".join(lines + ["", f"**SKIPPED**: {report.reason}", ""])
-    if not report.checks:  # the run stopped before any comparison (the runtime raised)
-        return "\n".join(lines + ["", f"**FAIL**: {report.reason}", ""])
-    half = report.precision != "fp32"
-    header = ["shape", "output", "max abs", "NMSE", "cosine"] + (["PyTorch fp16 max abs"] if half else [])
-    lines += ["", "| " + " | ".join(header + ["bound", "result"]) + " |",
-              "|" + "---|" * 2 + "---:|" * (len(header) - 2) + "---|---|"]
-    for check in report.checks:
-        for row in check.outputs:
-            cells = [f"{check.label} {_sizes(check.sizes)}", row.output + (" (real tokens)" if row.compared != "all"
-                     else ""), f"{row.max_abs:.3g}", f"{row.nmse:.3g}", f"{row.cosine:.6f}"]
-            if half:
-                cells.append("-" if row.torch_half_max_abs is None else f"{row.torch_half_max_abs:.3g}")
-            cells += [_bound(row.bound), "PASS" if row.passed else "**FAIL**"]
-            lines.append("| " + " | ".join(cells) + " |")
-    total = sum(len(check.outputs) for check in report.checks)
-    failures = report.failures()
-    lines.append("")
-    if report.status == "passed":
-        lines.append(f"**PASS**: {total}/{total} output checks within the bound.")
-    elif failures:
-        lines.append(f"**FAIL**: {len(failures)} of {total} output checks broke the bound:")
-        lines += [f"- {failure}" for failure in failures]
-    else:
-        lines.append(f"**FAIL**: {report.reason}")
-    return "\n".join(lines) + "\n"
-
-
-def default_report_dir(export_dir: str | os.PathLike) -> Path:
-    export = Path(export_dir).resolve()
-    return export.parent / f"{export.name}-parity"
-
-
-def write_report(report: ParityReport, folder: str | os.PathLike) -> Path:
-    """Write ``parity.json`` and ``parity.md`` to ``folder`` (created), each atomically."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_text(folder / JSON_NAME, json.dumps(to_json(report), indent=2) + "\n")
-    write_text(folder / MARKDOWN_NAME, to_markdown(report))
-    return folder
+        torch_half = None if self.half is None else self.half[index][name]
+        result = tolerances.compare(precision, name, got, want, torch_half=torch_half, token_axis=info.token_axis,
+                                    attention_mask=self.cases[index].feeds.get("attention_mask"))
+        return OutputCheck(name, *result.errors, result.verdict.bound, result.verdict.passed, result.verdict.reason,
+                           result.torch_half_max_abs, result.compared)
 
 
 # ----------------------------------------------------------------------------------------------- the check
@@ -394,7 +262,7 @@ def run_parity(checkpoint_dir: str | os.PathLike, export_dir: str | os.PathLike,
     except BackendUnavailableError as exc:
         if precision == "fp32":
             raise
-        return ParityReport(**base, status="skipped", reason=str(exc))
+        return ParityReport(**base, status=NOT_RUN, reason=f"the runtime cannot load this export here: {exc}")
 
     cases = make_cases(spec, config, head, precision, seed, shapes)
     reference = ReferenceRunner(checkpoint, head, input_precision=precision, name="reference-fp32")
@@ -413,13 +281,13 @@ def run_parity(checkpoint_dir: str | os.PathLike, export_dir: str | os.PathLike,
         try:
             results = Comparator.run(runners, data_loader=feeds)
         except RuntimeFailure as exc:
-            return ParityReport(**base, status="failed", runners=tuple(described), reason=str(exc))
+            return ParityReport(**base, status=FAILED, runners=tuple(described), reason=str(exc))
         compare = PolicyCompare(manifest, cases, results[0][1], results[2][1] if len(runners) > 2 else None)
         accuracy = Comparator.compare_accuracy(results, comparisons=[(0, 1)], compare_func=compare)
     checks = tuple(ShapeCheck(case.label, _case_sizes(case, spec, config, head), case.seed, compare.checks[i])
                    for i, case in enumerate(cases))
     passed = bool(accuracy) and all(row.passed for check in checks for row in check.outputs)
-    return ParityReport(**base, status="passed" if passed else "failed", runners=tuple(described), checks=checks)
+    return ParityReport(**base, status=PASSED if passed else FAILED, runners=tuple(described), checks=checks)
 
 
 def _case_sizes(case: Case, spec, config, head: str) -> dict[str, int]:

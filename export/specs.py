@@ -4,7 +4,7 @@ the dummy inputs to trace and check with, the length rules a runtime must apply,
 In the manner of optimum's ``exporters/onnx/model_configs.py``: one small frozen dataclass per architecture,
 registered with :func:`register`. A spec covers every head of its architecture (``tests/test_export_specs.py``
 fails when an architecture or a head lacks one). Dims are ints (fixed) or the symbolic names of
-``export/manifest.py`` (``batch_size``, ``sequence_length``, ...); tensors whose dtype is ``"float"`` take the
+``runtime/manifest.py`` (``batch_size``, ``sequence_length``, ...); tensors whose dtype is ``"float"`` take the
 exported precision.
 """
 
@@ -17,7 +17,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .manifest import BATCH, CHOICES, PAST, SEQUENCE, TOTAL, CacheEntry, CacheLayout, Dim, LengthRules
+from tensorkiln.runtime.errors import KilnError
+from tensorkiln.runtime.manifest import BATCH, CHOICES, PAST, SEQUENCE, TOTAL, CacheEntry, CacheLayout, Dim, LengthRules
 
 #: optimum-style task names accepted by ``--task``, next to HF's head names (``ForMaskedLM``, ``MraForMaskedLM``).
 TASK_ALIASES = {
@@ -46,7 +47,7 @@ HEAD_TASKS = {
 }
 
 
-class ExportError(ValueError):
+class ExportError(KilnError, ValueError):
     """An export that cannot be made as asked: unknown task, missing spec, bad option. Nothing is written."""
 
 

@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from tensorkiln.runtime.errors import KilnError
+
 from .config import ConfigError, HFConfig
 from .registry import Architecture, get_architecture, normalize_head
 
@@ -36,7 +38,7 @@ TORCH_INDEX = "pytorch_model.bin.index.json"
 MAX_SHARD_BYTES = 5 * 1024**3
 
 
-class CheckpointError(ValueError):
+class CheckpointError(KilnError, ValueError):
     """A checkpoint folder that cannot be loaded: files missing, or tensors missing, unexpected or mis-shaped."""
 
 
@@ -268,7 +270,7 @@ def save_pretrained(
 
     out = Path(out_dir)
     if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"{str(out)!r} already exists and is not empty; choose another folder or overwrite it")
+        raise CheckpointError(f"{str(out)!r} already exists and is not empty; choose another folder or overwrite it")
     config: HFConfig = model.config
     arch = get_architecture(config.model_type)
     hf = config.to_hf_dict()

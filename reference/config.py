@@ -14,8 +14,10 @@ import typing
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from tensorkiln.runtime.errors import KilnError
 
-class ConfigError(ValueError):
+
+class ConfigError(KilnError, ValueError):
     """A config.json that cannot describe a model: unknown model_type, a missing key, or an invalid value."""
 
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from .errors import BackendUnavailableError
+
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 
 
-class BackendUnavailableError(RuntimeError):
-    """The backend (or execution provider) asked for is not installed or cannot run this export."""
 
 
 def choose_providers(backend: str, providers: Sequence[str] | None) -> list[str]:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .inputs import RuntimeInputError
+from .errors import RuntimeInputError
 
 if TYPE_CHECKING:
     from .session import Session

@@ -17,15 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from tensorkiln.export import manifest as mf
+from . import manifest as mf
+from .errors import RuntimeInputError
 
 #: Inputs that carry token ids, masks or positions: any integer (or bool) array is accepted and cast to int64.
 INTEGER_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
 PAST_PREFIX = "past_key_values."
-
-
-class RuntimeInputError(ValueError):
-    """Inputs a session cannot run: a wrong name, dtype, rank or shape, a value out of range, or too long."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,14 +126,7 @@ def _describe(dims: tuple[mf.Dim, ...]) -> str:
 
 def prepare(manifest: mf.Manifest, limits: ModelLimits, inputs: Mapping[str, Any]) -> Prepared:
     """Check ``inputs`` against the manifest and complete them into the graph's feeds."""
-    known = [info.name for info in manifest.inputs]
-    unknown = sorted(set(inputs) - set(known))
-    if unknown:
-        raise RuntimeInputError(f"unknown input{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
-                                f"this {manifest.hf_class} export takes {', '.join(known)}")
-    if "input_ids" not in inputs:
-        raise RuntimeInputError(f"input 'input_ids' is required; this {manifest.hf_class} export takes "
-                                f"{', '.join(known)}")
+    known = _check_names(manifest, inputs)
     arrays = {name: _as_array(name, value) for name, value in inputs.items()}
     for name in INTEGER_INPUTS:
         if name in arrays:
@@ -154,6 +144,35 @@ def prepare(manifest: mf.Manifest, limits: ModelLimits, inputs: Mapping[str, Any
         raise RuntimeInputError(f"input 'input_ids' has shape {ids.shape}: the batch and the sequence need at least "
                                 "one token each")
     _check_range("input_ids", ids, 0, limits.vocab_size, "the vocabulary")
+    past_names, past = _cache_inputs(manifest, arrays, sizes)
+    mask = _attention_mask(manifest, arrays, sizes, ids, past)
+    _token_types_and_positions(manifest, limits, arrays, sizes, set(known), ids, mask, past)
+
+    float_dtype = _float_dtype(manifest)
+    for name in past_names:  # a prefill: every cache input empty along its sequence axis
+        if name not in arrays:
+            info = manifest.input(name)
+            arrays[name] = np.zeros(info.resolve(sizes.sizes), dtype=float_dtype)
+
+    return Prepared(feeds={name: arrays[name] for name in known}, real_length=real_length)
+
+
+def _check_names(manifest: mf.Manifest, inputs: Mapping[str, Any]) -> list[str]:
+    """The export's input names, in order; an error for an unknown input or a missing ``input_ids``."""
+    known = [info.name for info in manifest.inputs]
+    unknown = sorted(set(inputs) - set(known))
+    if unknown:
+        raise RuntimeInputError(f"unknown input{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+                                f"this {manifest.hf_class} export takes {', '.join(known)}")
+    if "input_ids" not in inputs:
+        raise RuntimeInputError(f"input 'input_ids' is required; this {manifest.hf_class} export takes "
+                                f"{', '.join(known)}")
+    return known
+
+
+def _cache_inputs(manifest: mf.Manifest, arrays: dict[str, np.ndarray], sizes: _Sizes) -> tuple[list[str], int]:
+    """Check and cast the given ``past_key_values.*`` inputs (all or none) and bind their sizes; returns the
+    export's cache input names and the cached length (0 for a prefill or a model without a cache)."""
     past_names = [info.name for info in manifest.inputs if info.name.startswith(PAST_PREFIX)]
     given_past = [name for name in past_names if name in arrays]
     if given_past and len(given_past) != len(past_names):
@@ -169,8 +188,13 @@ def prepare(manifest: mf.Manifest, limits: ModelLimits, inputs: Mapping[str, Any
         sizes.bind(name, manifest.input(name), array.shape)
     if past_names and not given_past:
         sizes.sizes[mf.PAST] = 0
-    past = sizes.sizes.get(mf.PAST, 0)
+    return past_names, sizes.sizes.get(mf.PAST, 0)
 
+
+def _attention_mask(manifest: mf.Manifest, arrays: dict[str, np.ndarray], sizes: _Sizes, ids: np.ndarray,
+                    past: int) -> np.ndarray:
+    """Refuse a sequence past the model's maximum; check the mask, or fill it with ones over past + new tokens."""
+    rules = manifest.length_rules
     length = ids.shape[-1]
     if past + length > rules.max_length:
         what = f"{past} cached + {length} new tokens" if past else f"{length} tokens"
@@ -189,8 +213,12 @@ def prepare(manifest: mf.Manifest, limits: ModelLimits, inputs: Mapping[str, Any
         sizes.bind("attention_mask", mask_info, mask.shape)
     if mask.size and (mask.min() < 0 or mask.max() > 1):
         raise RuntimeInputError("input 'attention_mask' must hold 0 (padding) or 1 (a real token)")
+    return mask
 
-    names = set(known)
+
+def _token_types_and_positions(manifest: mf.Manifest, limits: ModelLimits, arrays: dict[str, np.ndarray],
+                               sizes: _Sizes, names: set[str], ids: np.ndarray, mask: np.ndarray, past: int) -> None:
+    """Check ``token_type_ids`` and ``position_ids`` where the export takes them, or fill them as HF does."""
     if "token_type_ids" in names:
         if "token_type_ids" not in arrays:
             arrays["token_type_ids"] = np.zeros_like(ids)
@@ -201,13 +229,6 @@ def prepare(manifest: mf.Manifest, limits: ModelLimits, inputs: Mapping[str, Any
             arrays["position_ids"] = position_ids_from_mask(mask)[..., past:]
         sizes.bind("position_ids", manifest.input("position_ids"), arrays["position_ids"].shape)
         _check_range("position_ids", arrays["position_ids"], 0, manifest.length_rules.max_length, "the positions")
-
-    for name in past_names:  # a prefill: every cache input empty along its sequence axis
-        if name not in arrays:
-            info = manifest.input(name)
-            arrays[name] = np.zeros(info.resolve(sizes.sizes), dtype=float_dtype)
-
-    return Prepared(feeds={name: arrays[name] for name in known}, real_length=real_length)
 
 
 def _pad_fixed(manifest: mf.Manifest, arrays: dict[str, np.ndarray],

@@ -38,6 +38,10 @@ PAST = "past_sequence_length"
 TOTAL = "past_sequence_length + sequence_length"
 
 PRECISIONS = ("fp32", "fp16")
+#: Verification statuses. Format 1 manifests written before ``--no-verify`` existed say "skipped" for unverified.
+PASSED = "passed"
+UNVERIFIED = "unverified"
+_LEGACY_STATUSES = {"skipped": UNVERIFIED}
 #: ONNX element type names used in manifests (``onnx.helper.tensor_dtype_to_np_dtype`` spelling of numpy).
 DTYPES = ("int64", "int32", "float32", "float16", "bool")
 
@@ -146,8 +150,8 @@ class CheckResult:
 
 @dataclasses.dataclass(frozen=True)
 class Verification:
-    """``status``: "passed", or "skipped" with ``reason`` (e.g. ORT CPU lacks an fp16 kernel) - never "failed",
-    since a failed check writes nothing. ``rule`` says which tolerance was applied."""
+    """``status``: :data:`PASSED`, or :data:`UNVERIFIED` with ``reason`` (written with ``--no-verify``) - never a
+    failure, since a failed check writes nothing. ``rule`` says which tolerance applies."""
 
     status: str
     rule: str
@@ -242,7 +246,7 @@ def from_dict(data: Mapping[str, Any]) -> Manifest:
                 note=cache.get("note", ""),
             ),
             verification=Verification(
-                status=verification["status"],
+                status=_LEGACY_STATUSES.get(verification["status"], verification["status"]),
                 rule=verification["rule"],
                 provider=verification["provider"],
                 reason=verification.get("reason", ""),
@@ -261,6 +265,9 @@ def from_dict(data: Mapping[str, Any]) -> Manifest:
         raise ManifestError(f"manifest is missing the key {exc.args[0]!r}") from None
     except TypeError as exc:
         raise ManifestError(f"manifest has a malformed entry: {exc}") from None
+    if manifest.verification.status not in (PASSED, UNVERIFIED):
+        raise ManifestError(f"manifest verification status {manifest.verification.status!r} is not one of "
+                            f"{PASSED!r}, {UNVERIFIED!r}")
     if manifest.precision not in PRECISIONS:
         raise ManifestError(f"manifest key 'precision' is {manifest.precision!r}; expected one of {PRECISIONS}")
     for tensor in manifest.inputs + manifest.outputs:

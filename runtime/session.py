@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from tensorkiln.export import manifest as mf
-
 from . import backends
-from .inputs import ModelLimits, RuntimeInputError, prepare
+from . import manifest as mf
+from .errors import ManifestError, RuntimeInputError
+from .inputs import ModelLimits, prepare
 
 
 class Session:
@@ -40,7 +40,7 @@ class Session:
         self.providers = tuple(self._session.get_providers())
         graph_inputs = [i.name for i in self._session.get_inputs()]
         if graph_inputs != [i.name for i in manifest.inputs]:
-            raise mf.ManifestError(f"the graph's inputs {graph_inputs} differ from the manifest's "
+            raise ManifestError(f"the graph's inputs {graph_inputs} differ from the manifest's "
                                    f"{[i.name for i in manifest.inputs]}: re-export the model")
         self._output_names = [o.name for o in self._session.get_outputs()]
 
@@ -90,14 +90,14 @@ def load(export_dir: str | Path, backend: str = "auto", *, providers: Sequence[s
     """
     folder = Path(export_dir)
     if not folder.is_dir():
-        raise FileNotFoundError(f"{str(folder)!r} is not a folder; pass the OUT_DIR that `kiln export` wrote")
+        raise ManifestError(f"{str(folder)!r} is not a folder; pass the OUT_DIR that `kiln export` wrote")
     chosen = backends.choose_providers(backend, providers)
     manifest = mf.read_manifest(folder, check_files=check_files)
     config_path = folder / manifest.config_file
     try:
         config = json.loads(config_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise mf.ManifestError(f"{str(config_path)!r} cannot be read: {exc}") from None
+        raise ManifestError(f"{str(config_path)!r} cannot be read: {exc}") from None
     return Session(folder, manifest, config, "onnxruntime", chosen, threads)
 
 

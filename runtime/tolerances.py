@@ -1,12 +1,14 @@
-"""The parity policy (ARCHITECTURE.md, "Parity policy"): the one place that says how close an exported model must be
-to the reference, and the error figures every check reports.
+"""The parity policy (docs/ARCHITECTURE.md, "Parity policy"): the one place that says how close an exported model
+must be to the reference, and the error figures every check reports.
 
-Torch-free, so the runtime's ``kiln parity`` and the exporter's own check apply the same numbers. The bounds are
-named by what they guard:
+Torch-free, so the exporter's own check (``export/verify.py``), ``kiln parity`` (``export/parity.py``) and the tests
+apply the same numbers through :func:`compare`. The bounds are named by what they guard:
 
 * ``REFERENCE_VS_HF_MAX_ABS``: the reference models vs Hugging Face's, fp32, at unit-scale activations (the
   ``tests/test_parity_*.py`` oracles; recorded here for the documentation, no runtime check uses it).
 * ``FP32_MAX_ABS`` and ``FP32_MAX_NMSE``: an fp32 runtime (ONNX Runtime, TensorRT) vs the fp32 reference.
+* ``OP_VS_ORACLE_MAX_ABS``: one custom op's implementations (the pure-PyTorch op, its ONNX function body, the
+  native and CUDA kernels) against each other or an independent oracle (dense attention, an fp64 recurrence), fp32.
 * ``HALF_ERROR_RATIO``: a reduced-precision runtime's error vs the fp32 reference is at most this multiple of
   PyTorch's own error in the same precision, both measured against the fp32 reference (flash-attention's rule).
 """
@@ -21,6 +23,8 @@ import numpy as np
 
 #: fp32 reference vs HF transformers, max abs error at unit-scale activations.
 REFERENCE_VS_HF_MAX_ABS = 1e-5
+#: One custom op's implementations vs each other or an independent oracle, fp32, max abs error.
+OP_VS_ORACLE_MAX_ABS = 1e-5
 #: fp32 runtime vs the fp32 reference, max abs error.
 FP32_MAX_ABS = 1e-4
 #: ... and relative to the output's power: random-weight checkpoints give outputs of 1e-3 (a wrong graph stays
@@ -104,10 +108,6 @@ def judge(precision: str, error: Errors, *, torch_half_max_abs: float | None = N
     return Verdict(True, bound)
 
 
-__all__ = ["Errors", "FP32_MAX_ABS", "FP32_MAX_NMSE", "HALF_ERROR_RATIO", "REFERENCE_VS_HF_MAX_ABS", "Verdict",
-           "errors", "half_resolution", "judge", "rule_text"]
-
-
 def real_tokens(token_axis: int | None, attention_mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
     """A boolean mask of an output's elements at real (unpadded) tokens; None when it has no token axis.
 
@@ -123,3 +123,45 @@ def real_tokens(token_axis: int | None, attention_mask: np.ndarray, shape: tuple
     view = [1] * len(shape)
     view[0], view[token_axis] = tokens.shape
     return np.broadcast_to(tokens.reshape(view), shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """One output judged by the policy: its errors, the verdict, PyTorch's own reduced-precision error (or None) and
+    which elements were compared ("all", or "real tokens" for reduced precision)."""
+
+    errors: Errors
+    verdict: Verdict
+    torch_half_max_abs: float | None = None
+    compared: str = "all"
+
+
+def compare(precision: str, name: str, got: np.ndarray, want: np.ndarray, *, torch_half: np.ndarray | None = None,
+            token_axis: int | None = None, attention_mask: np.ndarray | None = None) -> Comparison:
+    """Judge one runtime output ``got`` against the fp32 reference ``want``: the whole policy in one call.
+
+    fp32: :func:`judge` on every element. Reduced precision: ``torch_half`` is the same output from PyTorch run in
+    that precision (None when it could not run: then the rule cannot judge, a failure); both are compared at real
+    tokens only (:func:`real_tokens`) when the output has a token axis and an ``attention_mask`` is given, and
+    the bound allows one fp16 step at the reference's largest value (:func:`half_resolution`).
+    """
+    got, want = np.asarray(got), np.asarray(want)
+    if precision == "fp32":
+        error = errors(name, got, want)
+        return Comparison(error, judge(precision, error))
+    select = None
+    if attention_mask is not None and got.shape == want.shape:
+        select = real_tokens(token_axis, np.asarray(attention_mask), want.shape)
+    own = None if torch_half is None else np.asarray(torch_half)
+    if select is not None:
+        got, want = got[select], want[select]
+        own = None if own is None else own[select]
+    error = errors(name, got, want)
+    own_max_abs = None if own is None else errors(name, own, want).max_abs
+    verdict = judge(precision, error, torch_half_max_abs=own_max_abs, resolution=half_resolution(want))
+    return Comparison(error, verdict, own_max_abs, "all" if select is None else "real tokens")
+
+
+__all__ = ["Comparison", "Errors", "FP32_MAX_ABS", "FP32_MAX_NMSE", "HALF_ERROR_RATIO", "OP_VS_ORACLE_MAX_ABS",
+           "REFERENCE_VS_HF_MAX_ABS",
+           "Verdict", "compare", "errors", "half_resolution", "judge", "real_tokens", "rule_text"]

@@ -2,7 +2,7 @@
 
 Torch-free. Writes ``REPO/NAME/config.pbtxt`` and ``REPO/NAME/1/model.onnx`` (with its external data, if any),
 plus the export's ``manifest.json`` and ``config.json`` beside the config for clients. Triton serves more load by
-replicas behind a load balancer (ARCHITECTURE.md, "Scale beyond one machine").
+replicas behind a load balancer (docs/ARCHITECTURE.md, "Serving").
 
 Batching: encoders whose outputs do not depend on the other rows of a batch get ``max_batch_size`` and dynamic
 batching (Triton then merges requests of the same shape). Decoders with a cache keep ``max_batch_size: 0``
@@ -22,15 +22,16 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from tensorkiln.export import manifest as mf
-from tensorkiln.export.atomic import replace_folder
+from . import manifest as mf
+from .atomic import replace_folder
+from .errors import UsageError
 
 TRITON_TYPES = {"int64": "TYPE_INT64", "int32": "TYPE_INT32", "float32": "TYPE_FP32", "float16": "TYPE_FP16",
                 "bool": "TYPE_BOOL"}
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
-class TritonError(ValueError):
+class TritonError(UsageError):
     """A repository that cannot be written as asked."""
 
 

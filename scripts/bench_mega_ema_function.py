@@ -25,9 +25,9 @@ import onnx.numpy_helper
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from tensorkiln.runtime.contract import MEGA_EMA
 from tensorkiln.export.local_function import Body, build_function
 from tensorkiln.export.mega_ema_function import _tri, build_mega_ema_function, ema_coefficients
+from tensorkiln.runtime.contract import MEGA_EMA
 
 __all__ = ["candidate_function", "time_candidate", "main"]
 

@@ -1,4 +1,4 @@
-"""``tensorkiln::mega_ema``: Mega's multi-dimensional damped EMA as one custom op (a future ONNX node and TRT plugin).
+"""``tensorkiln::mega_ema``: Mega's multi-dimensional damped EMA as one custom op (ONNX node ``MegaEma``, TRT plugin).
 
 Checked against transformers 4.57.6 ``MegaMultiDimensionDampedEma`` (``get_ema_kernel``, ``fft_convolution``,
 ``ema_step``, ``one_ema_step``) and Ma et al. 2022, "Mega: Moving Average Equipped Gated Attention", eq. 2-3.

@@ -1,7 +1,8 @@
 """``tensorkiln::mra_attention``: MRA-2 multi-resolution block-sparse attention as one custom op.
 
-The op is the contract for a future ONNX node (``MraAttention``) and TensorRT plugin, so everything the kernel
-needs is an input or an attribute, and it runs on any input length:
+The op's signature is the node contract of the ONNX node ``tensorkiln::MraAttention`` and its TensorRT plugin
+(``runtime/contract.py``), so everything the kernel needs is an input or an attribute, and it runs on any input
+length:
 
 ==========  =====================  ========================================================================
 input       shape                  meaning

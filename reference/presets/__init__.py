@@ -15,6 +15,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from tensorkiln.runtime.errors import UsageError
+
 #: The five demo checkpoints the main job builds, one per architecture.
 DEMO_PRESETS = (
     "mra-base-512-4",
@@ -23,6 +25,10 @@ DEMO_PRESETS = (
     "pythia-160m",
     "nystromformer-512",
 )
+
+
+class PresetError(UsageError):
+    """A preset name that is not shipped."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +55,7 @@ def preset_names() -> list[str]:
 def get_preset(name: str) -> Preset:
     files = _preset_files()
     if name not in files:
-        raise KeyError(f"unknown preset {name!r}; available: {', '.join(sorted(files))}")
+        raise PresetError(f"unknown preset {name!r}; available: {', '.join(sorted(files))} (see `kiln presets`)")
     data = json.loads(files[name].read_text())
     return Preset(name=name, source=data["source"], description=data.get("description", ""), config=data["config"])
 

@@ -1,0 +1,116 @@
+"""The export-time check: the freshly written ``model.onnx`` in ONNX Runtime (CPU) against the reference model.
+
+Runs the graph at the spec's check shapes and judges every output with the one tolerance policy
+(:func:`tensorkiln.runtime.tolerances.compare`, the same call ``kiln parity`` makes). A check that breaks the bound
+raises :class:`VerificationError` (exit status 1) and the export writes nothing. A check that cannot run here (ONNX
+Runtime's CPU provider has no kernel for an fp16 graph) is not a pass either: it raises
+:class:`VerificationUnavailableError`, unless the user asked for an unverified export (``--no-verify``), which the
+manifest then records.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tensorkiln.runtime import manifest as mf
+from tensorkiln.runtime import tolerances
+from tensorkiln.runtime.errors import CheckFailed
+
+from .specs import ExportError, ExportSpec, Shape
+
+PROVIDER = "CPUExecutionProvider"
+
+
+class VerificationError(CheckFailed):
+    """The exported graph does not reproduce the reference within the tolerance; nothing was written."""
+
+
+class VerificationUnavailableError(ExportError):
+    """The export-time check cannot run on this machine; nothing was written unless ``--no-verify`` was given."""
+
+
+def not_verified(precision: str) -> mf.Verification:
+    """The manifest's record of an export written with ``--no-verify``."""
+    return mf.Verification(status=mf.UNVERIFIED, rule=tolerances.rule_text(precision), provider="",
+                           reason="written with --no-verify: ONNX Runtime did not check it against the reference")
+
+
+def _session(folder: Path, precision: str):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: ORT's notes on unused initializers are not the user's concern
+    try:
+        return ort.InferenceSession(str(folder / mf.MODEL_NAME), options, providers=[PROVIDER])
+    except Exception as exc:
+        first_line = str(exc).splitlines()[0]
+        if precision != "fp32" and ("NOT_IMPLEMENTED" in first_line or "Could not find an implementation" in
+                                    first_line):
+            raise VerificationUnavailableError(
+                f"ONNX Runtime's CPU provider cannot run this {precision} graph ({first_line}), so the export "
+                "cannot be checked here. Export on a machine with onnxruntime-gpu, export --precision fp32, or "
+                "pass --no-verify to write it unchecked (the manifest records that)") from None
+        raise ExportError(f"ONNX Runtime could not load the exported graph: {exc}") from exc
+
+
+def _reference_outputs(spec: ExportSpec, head: str, reference: nn.Module, half: nn.Module | None,
+                       inputs: dict[str, torch.Tensor]) -> tuple[dict, dict | None]:
+    """The fp32 reference's outputs and, for reduced precision, PyTorch's own in that precision (None when torch
+    lacks a CPU kernel for it: the policy then cannot judge, which fails the check)."""
+    with torch.no_grad():
+        fp32_inputs = {k: v.float() if v.is_floating_point() else v for k, v in inputs.items()}
+        want = spec.call(reference, head, fp32_inputs)
+        own = None
+        if half is not None:
+            with contextlib.suppress(RuntimeError, NotImplementedError):
+                own = spec.call(half, head, inputs)
+    return want, own
+
+
+def verify(folder: Path, spec: ExportSpec, head: str, reference: nn.Module, half: nn.Module | None,
+           shapes: Sequence[Shape], precision: str) -> mf.Verification:
+    """Run ORT at each shape and judge every output; raise VerificationError past the tolerance."""
+    config = reference.config
+    rule = tolerances.rule_text(precision)
+    session = _session(folder, precision)
+    out_specs = spec.outputs(config, head)
+    dtype = torch.float16 if precision == "fp16" else torch.float32
+    used = {d for s in spec.inputs(config, head) for d in s.dims if isinstance(d, str)}
+    checks, failures = [], []
+    for index, shape in enumerate(shapes):
+        inputs = spec.dummy_inputs(config, head, shape, dtype=dtype, seed=index + 1)
+        feeds = {name: tensor.numpy() for name, tensor in inputs.items()}
+        try:
+            got = session.run([s.name for s in out_specs], feeds)
+        except Exception as exc:
+            raise VerificationError(f"ONNX Runtime failed at shape {shape.sizes()}: {exc}") from exc
+        want, own = _reference_outputs(spec, head, reference, half, inputs)
+        sizes = {name: size for name, size in shape.sizes().items() if any(name in d for d in used)}
+        errors, torch_half = [], {}
+        for out_spec, value in zip(out_specs, got):
+            expected_shape = mf.TensorInfo(out_spec.name, "float32", out_spec.dims).resolve(sizes)
+            if tuple(value.shape) != expected_shape:
+                raise VerificationError(f"output {out_spec.name!r} has shape {tuple(value.shape)} at {sizes}; the "
+                                        f"spec says {out_spec.dims} = {expected_shape}")
+            result = tolerances.compare(
+                precision, out_spec.name, value, want[out_spec.name].float().numpy(),
+                torch_half=None if own is None else own[out_spec.name].float().numpy(),
+                token_axis=out_spec.token_axis, attention_mask=feeds.get("attention_mask"))
+            errors.append(mf.OutputError(out_spec.name, *result.errors))
+            if result.torch_half_max_abs is not None:
+                torch_half[out_spec.name] = result.torch_half_max_abs
+            if not result.verdict.passed:
+                failures.append(f"{out_spec.name} at {sizes}: {result.verdict.reason}")
+        checks.append(mf.CheckResult(shape=sizes, errors=tuple(errors),
+                                     torch_half_max_abs=torch_half if precision != "fp32" else None))
+    if failures:
+        raise VerificationError("the exported graph breaks the tolerance (" + rule + "):\n  " + "\n  ".join(failures))
+    return mf.Verification(status=mf.PASSED, rule=rule, provider=PROVIDER, checks=tuple(checks))
+
+
+__all__ = ["VerificationError", "VerificationUnavailableError", "not_verified", "verify"]
