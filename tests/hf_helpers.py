@@ -20,7 +20,8 @@ def randomize_parameters(model: nn.Module, seed: int = 0, scale: float = 0.05) -
         if not param.dtype.is_floating_point:
             continue
         noise = torch.randn(param.shape, generator=generator, dtype=torch.float32) * scale
-        if param.dim() == 1 and ("norm" in name.lower() or name.endswith("LayerNorm.weight")) and name.endswith("weight"):
+        is_norm = "norm" in name.lower() or name.endswith("LayerNorm.weight")
+        if param.dim() == 1 and is_norm and name.endswith("weight"):
             noise = noise + 1.0
         param.copy_(noise.to(param.dtype))
     return model

@@ -8,9 +8,9 @@ import pytest
 import torch
 import transformers
 
+from tensorkiln.export.cli import main as kiln
 from tensorkiln.reference import CheckpointError, ConfigError, from_pretrained, get_architecture, save_pretrained
 from tensorkiln.reference.presets import DEMO_PRESETS, get_preset, init_checkpoint, preset_names
-from tensorkiln.runtime.cli import main as kiln
 
 TINY = sorted(name for name in preset_names() if name.startswith("tiny-"))
 

@@ -2,8 +2,8 @@
 
 import json
 
+from tensorkiln.export.cli import main as kiln
 from tensorkiln.reference import all_architectures
-from tensorkiln.runtime.cli import main as kiln
 
 
 def test_demo_runs_the_pipeline_for_every_architecture(tmp_path, capsys):

@@ -19,15 +19,14 @@ import pytest
 import torch
 
 from tensorkiln.export import exporter
-from tensorkiln.export import manifest as mf
+from tensorkiln.export.cli import main as kiln
 from tensorkiln.export.specs import ExportError, TensorSpec
 from tensorkiln.reference import all_architectures, from_pretrained
 from tensorkiln.reference.gpt_neox import position_ids_from_attention_mask
-from tensorkiln.runtime.cli import main as kiln
+from tensorkiln.runtime import manifest as mf
+from tensorkiln.runtime import tolerances
+from tensorkiln.runtime.tolerances import FP32_MAX_ABS
 
-from tiny_exports import Exports
-
-FP32_MAX_ABS = 1e-4
 #: Max abs error relative to the output's largest magnitude.
 FP32_REL = 1e-4
 #: The default run: one head per architecture (the decoders' cache heads among them).
@@ -35,11 +34,6 @@ FAST = [("gpt_neox", "ForCausalLM"), ("mega", "ForCausalLM"), ("megatron-bert", 
         ("nystromformer", "ForMaskedLM"), ("mra", "ForMaskedLM")]
 ALL = [(mt, head) for mt, arch in sorted(all_architectures().items()) for head in arch.heads]
 SLOW = [case for case in ALL if case not in FAST]
-
-
-@pytest.fixture(scope="module")
-def exports(tmp_path_factory) -> Exports:
-    return Exports(tmp_path_factory.mktemp("exports"))
 
 
 def _session(out: Path) -> ort.InferenceSession:
@@ -305,7 +299,7 @@ def _leftovers(folder: Path) -> list[str]:
 
 def test_failed_verification_leaves_nothing(exports, tmp_path, monkeypatch, capsys):
     ckpt = exports.checkpoint("megatron-bert", "Model")
-    monkeypatch.setattr(exporter, "FP32_MAX_ABS", 0.0)  # no export can pass a zero tolerance
+    monkeypatch.setattr(tolerances, "FP32_MAX_ABS", 0.0)  # no export can pass a zero tolerance
     out = tmp_path / "nested" / "out"
     assert kiln(["export", str(ckpt), str(out), "--task", "Model", "--no-progress"]) == 1
     assert "breaks the tolerance" in capsys.readouterr().err
@@ -352,6 +346,31 @@ def test_cli_errors(exports, tmp_path, capsys):
     assert os.listdir(tmp_path) == ["taken"]
     with pytest.raises(ExportError, match="precision"):
         exporter.export(ckpt, tmp_path / "b", precision="int8")
+
+
+def test_an_export_that_cannot_be_verified_fails_unless_asked(exports, tmp_path, monkeypatch, capsys):
+    """ORT without a kernel for the graph (fp16 on some CPUs): no silent "skipped" pass; --no-verify writes it and
+    the manifest says so."""
+    import onnxruntime
+
+    from tensorkiln.export import verify
+
+    class NoFp16Session:
+        def __init__(self, *args, **kwargs):
+            raise RuntimeError("[ONNXRuntimeError] : 9 : NOT_IMPLEMENTED : Could not find an implementation for "
+                               "MatMul(13) node with name 'n'")
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", NoFp16Session)
+    ckpt = exports.checkpoint("gpt_neox", "Model")
+    with pytest.raises(verify.VerificationUnavailableError, match="--no-verify"):
+        exporter.export(ckpt, tmp_path / "fp16", precision="fp16", progress=False)
+    assert not (tmp_path / "fp16").exists()
+    assert kiln(["export", str(ckpt), str(tmp_path / "fp16"), "--precision", "fp16", "--no-progress"]) == 2
+    assert "cannot be checked here" in capsys.readouterr().err and not (tmp_path / "fp16").exists()
+    code = kiln(["export", str(ckpt), str(tmp_path / "fp16"), "--precision", "fp16", "--no-progress", "--no-verify"])
+    assert code == 0 and "not verified" in capsys.readouterr().err
+    verification = mf.read_manifest(tmp_path / "fp16").verification
+    assert verification.status == mf.UNVERIFIED and "--no-verify" in verification.reason
 
 
 # ----------------------------------------------------------------------------------------------- fp16, big models

@@ -25,15 +25,13 @@ import torch
 from onnx import TensorProto, helper
 
 import tensorkiln.reference.ops  # noqa: F401  (registers the ops)
-from tensorkiln.export.contract import DOMAIN, MEGA_EMA, MRA_ATTENTION
 from tensorkiln.export.custom_ops import TRANSLATION_TABLE, CustomNodeError, add_local_functions, check_custom_nodes
 from tensorkiln.export.local_function import VARIANT_KEY
 from tensorkiln.export.mega_ema_function import build_mega_ema_function
 from tensorkiln.export.mra_attention_function import build_mra_attention_function
 from tensorkiln.reference.ops import mega_ema, mra_attention
-
-#: ORT fp32 vs the torch op (the parity policy's bound for ORT vs reference).
-FP32_TOL = 1e-4
+from tensorkiln.runtime.contract import DOMAIN, MEGA_EMA, MRA_ATTENTION
+from tensorkiln.runtime.tolerances import FP32_MAX_ABS as FP32_TOL
 
 BATCH, LENGTH = torch.export.Dim("batch"), torch.export.Dim("length")
 
@@ -118,11 +116,12 @@ def mra_model(request):
 def test_mra_export_structure(mra_model):
     mode, model, _ = mra_model
     _assert_structure(model, "MraAttention", len(MRA_CALLS), f"approx_mode={mode}")
-    for node, (dim, blocks, first, diagonal) in zip(model.graph.node, MRA_CALLS):
+    for node, (_dim, blocks, first, diagonal) in zip(model.graph.node, MRA_CALLS):
         if node.domain == DOMAIN:
             values = {a.name: helper.get_attribute_value(a) for a in node.attribute}
             assert values["num_blocks"] == blocks and values["approx_mode"] == mode.encode()
             assert values["initial_prior_first_n_blocks"] == first
+            assert values["initial_prior_diagonal_n_blocks"] == diagonal
 
 
 @pytest.mark.parametrize("batch, length", [(1, 20), (3, 70), (2, 128), (2, 1)])

@@ -3,7 +3,7 @@
 The CUDA op (the torch binding of the launcher the TensorRT plugin calls, loaded by reference/ops/cuda_kernels.py)
 is checked against the pure-PyTorch op (FFT convolution, reference/ops/mega_ema.py) over a grid of shapes (one and
 several 64-step chunks, short last chunks, N below/above the 4- and 16-wide register tiles), the three dtypes,
-bidirectional, truncation and prev_state, under flash-attention's rule as ARCHITECTURE.md states it: the kernel's
+bidirectional, truncation and prev_state, under flash-attention's rule as docs/ARCHITECTURE.md states it: the kernel's
 error against an fp64 reference is at most twice the error of PyTorch run in that dtype (plus a bound of 1e-6 of the
 output's scale, where both errors are at fp32 rounding). Also: strided x, mixed parameter dtypes, fp64, chunked calls
 chained through the state, and the op's errors. MraAttention's kernels are tested in test_kernels_gpu_mra.py.

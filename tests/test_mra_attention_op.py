@@ -14,15 +14,14 @@ from importlib import resources
 
 import pytest
 import torch
-
 from hf_mra_kernels import emulated_mra_kernels
 from mra_oracles import dense_attention, right_padding
+
 from tensorkiln.reference import build_model
 from tensorkiln.reference.init import initialize_weights
 from tensorkiln.reference.mra import MraConfig
 from tensorkiln.reference.ops.mra_attention import mra_attention
-
-TOL = 1e-5
+from tensorkiln.runtime.tolerances import OP_VS_ORACLE_MAX_ABS as TOL
 
 
 def random_qkv(batch, heads, length, dim, seed=0, dtype=torch.float32):

@@ -21,26 +21,20 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from tensorkiln.export import exporter
-from tensorkiln.export import manifest as mf
+from tensorkiln.export import exporter, parity
+from tensorkiln.export.cli import main as kiln
 from tensorkiln.export.specs import Shape, get_spec
 from tensorkiln.reference import from_pretrained
 from tensorkiln.reference.presets import init_checkpoint
-from tensorkiln.runtime import parity, tolerances
+from tensorkiln.runtime import manifest as mf
+from tensorkiln.runtime import tolerances
 from tensorkiln.runtime.backends import BackendUnavailableError
-from tensorkiln.runtime.cli import main as kiln
 from tensorkiln.runtime.inputs import RuntimeInputError
 from tensorkiln.runtime.session import Session
-from tiny_exports import Exports
 
 #: fp32: an encoder padded to a fixed length by the runtime, MRA (its custom node), the decoder with cache; and fp16.
 PASSING = [("nystromformer", "ForMaskedLM", "fp32"), ("mra", "ForMaskedLM", "fp32"),
            ("gpt_neox", "ForCausalLM", "fp32"), ("megatron-bert", "Model", "fp16")]
-
-
-@pytest.fixture(scope="module")
-def exports(tmp_path_factory) -> Exports:
-    return Exports(tmp_path_factory.mktemp("parity-exports"))
 
 
 def _parity(capsys, *args: str) -> tuple[int, str, str]:
@@ -167,7 +161,7 @@ def test_a_runtime_that_raises_fails(exports, tmp_path, capsys, monkeypatch):
     assert "**FAIL**" in stdout and "RuntimeInputError" in markdown
 
 
-def test_fp16_that_ort_cannot_load_is_skipped_not_passed(exports, tmp_path, capsys, monkeypatch):
+def test_fp16_that_ort_cannot_load_is_not_run_and_not_passed(exports, tmp_path, capsys, monkeypatch):
     ckpt, out = exports.get("megatron-bert", "Model", "fp16")
 
     def unavailable(*args, **kwargs):
@@ -176,9 +170,9 @@ def test_fp16_that_ort_cannot_load_is_skipped_not_passed(exports, tmp_path, caps
     monkeypatch.setattr(parity, "load", unavailable)
     code, stdout, _ = _parity(capsys, str(ckpt), str(out), "--report", str(tmp_path / "r"))
     data, markdown = _report(tmp_path / "r")
-    assert code == 0 and data["status"] == "skipped" and data["checks"] == []
+    assert code == 1 and data["status"] == "not run" and data["checks"] == []
     assert "cannot run this fp16 export" in data["reason"]
-    assert "SKIPPED" in markdown and "PASS" not in markdown
+    assert "NOT RUN" in markdown and "PASS" not in markdown
 
 
 def test_mismatched_checkpoint_and_export_are_usage_errors(exports, tmp_path, capsys):
@@ -210,11 +204,16 @@ def test_mismatched_checkpoint_and_export_are_usage_errors(exports, tmp_path, ca
 # ----------------------------------------------------------------------------------------------- the policy
 
 
-def test_the_policy_module_is_the_exporters():
-    assert exporter.FP32_MAX_ABS is tolerances.FP32_MAX_ABS and exporter.FP32_MAX_NMSE is tolerances.FP32_MAX_NMSE
-    assert exporter.HALF_ERROR_RATIO is tolerances.HALF_ERROR_RATIO
-    error = exporter._errors("x", np.array([1.0, 2.0], np.float32), np.array([1.0, 2.5]))
-    assert (error.max_abs, error.nmse) == (0.5, 0.25 / (1 + 6.25))  # squared error / the reference power
+def test_export_check_and_parity_judge_by_the_one_policy(exports, tmp_path, monkeypatch):
+    """Tightening the policy's fp32 bound makes both the export-time check and kiln parity fail: neither keeps a
+    copy of the numbers or of the rule."""
+    ckpt, out = exports.get("mra", "ForMaskedLM")
+    monkeypatch.setattr(tolerances, "FP32_MAX_ABS", 1e-12)
+    with pytest.raises(exporter.VerificationError, match="max abs .* > 1e-12"):
+        exporter.export(ckpt, tmp_path / "strict", progress=False)
+    assert not (tmp_path / "strict").exists()
+    report = parity.run_parity(ckpt, out, shapes=1)
+    assert report.status == "failed" and "> 1e-12" in report.failures()[0]
 
 
 def test_policy_rules():

@@ -14,14 +14,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from tensorkiln.runtime.tolerances import REFERENCE_VS_HF_MAX_ABS as TOL
+
 transformers = pytest.importorskip("transformers")
 
 from hf_helpers import load_into_reference, max_abs_diff, randomize_parameters  # noqa: E402
+
 from tensorkiln.reference import ConfigError, build_model, from_pretrained, get_architecture, save_pretrained  # noqa: E402
 from tensorkiln.reference.gpt_neox import GPTNeoXConfig, position_ids_from_attention_mask  # noqa: E402
 
-#: fp32 parity bound against HF (the project's policy).
-TOL = 1e-5
 PRESETS = Path(__file__).resolve().parents[1] / "reference" / "presets"
 PAD = 1
 
@@ -151,7 +152,7 @@ def test_tied_lm_shares_embeddings_and_round_trips_to_hf(tmp_path):
                  "tied round trip")
 
 
-# ----------------------------------------------------------------------------------------------- sequence classification
+# ------------------------------------------------------------------------------------------ sequence classification
 
 
 @torch.no_grad()

@@ -18,14 +18,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from tensorkiln.runtime.tolerances import REFERENCE_VS_HF_MAX_ABS as TOL
+
 transformers = pytest.importorskip("transformers")
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     import transformers.models.deprecated.mega as hf_mega  # noqa: E402
+from hf_helpers import load_into_reference, max_abs_diff, randomize_parameters  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
-from hf_helpers import load_into_reference, max_abs_diff, randomize_parameters  # noqa: E402
 from tensorkiln.reference import ConfigError, build_model  # noqa: E402
 from tensorkiln.reference.init import initialize_weights  # noqa: E402
 from tensorkiln.reference.mega import MegaConfig, MegaLayerCache  # noqa: E402
@@ -34,8 +36,6 @@ hf_logging.set_verbosity_error()  # HF warns on every deprecated-model build and
 # HF's feature dropout calls dropout2d on 3-D input, which warns even in eval mode.
 pytestmark = pytest.mark.filterwarnings("ignore:dropout2d:UserWarning")
 
-#: fp32 parity bound against HF (the project's policy); measured errors are <= ~3e-6 (see the report).
-TOL = 1e-5
 PRESETS = Path(__file__).resolve().parents[1] / "reference" / "presets"
 PAD = 1
 

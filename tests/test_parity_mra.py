@@ -19,14 +19,14 @@ from importlib import resources
 
 import pytest
 import torch
-
 import transformers
 from hf_helpers import load_into_reference, max_abs_diff, randomize_parameters
 from hf_mra_kernels import EmulatedMraKernels
+
 from tensorkiln.reference import ConfigError, build_model
 from tensorkiln.reference.mra import MraConfig
+from tensorkiln.runtime.tolerances import REFERENCE_VS_HF_MAX_ABS as TOL
 
-TOL = 1e-5
 PARITY_HEADS = ["Model", "ForMaskedLM", "ForSequenceClassification", "ForMultipleChoice", "ForTokenClassification",
          "ForQuestionAnswering"]
 VOCAB = 99
@@ -36,7 +36,8 @@ VARIANTS = {
     # head_dim 32, 4 of 16 blocks
     "full-bpr1-hd32": (dict(num_attention_heads=2, block_per_row=1), 128),
     # head_dim 16 (HF pads it to 32), 8 of 16 blocks
-    "sparse-bpr2-hd16-relu": (dict(num_attention_heads=4, block_per_row=2, approx_mode="sparse", hidden_act="relu"), 128),
+    "sparse-bpr2-hd16-relu": (
+        dict(num_attention_heads=4, block_per_row=2, approx_mode="sparse", hidden_act="relu"), 128),
     # head_dim 64, priors on, 12 of 16 blocks
     "full-priors-bpr3-hd64-gelunew": (
         dict(num_attention_heads=1, block_per_row=3, initial_prior_first_n_blocks=1,
@@ -137,9 +138,11 @@ def test_parity_with_padding_per_sample(head, variant, tmp_path):
     got = ours(**batch, attention_mask=mask).to_dict()
 
     worst = 0.0
-    rows = [(b, c) for b in range(2) for c in range(2)] if head == "ForMultipleChoice" else [(b, None) for b in range(2)]
-    for b, c in rows:
-        pick = (lambda t: t[b : b + 1, c : c + 1]) if c is not None else (lambda t: t[b : b + 1])
+    choices = (0, 1) if head == "ForMultipleChoice" else (None,)
+    for b, c in [(b, c) for b in range(2) for c in choices]:
+        def pick(t, b=b, c=c):
+            return t[b : b + 1] if c is None else t[b : b + 1, c : c + 1]
+
         single = {k: pick(v) for k, v in batch.items()}
         expected = outputs(hf(**single, attention_mask=pick(mask)))
         worst = max(worst, assert_close({k: pick(v) for k, v in got.items()}, expected))
@@ -178,7 +181,8 @@ def test_hf_mask_handling_is_broken_with_padding(tmp_path):
 
 @torch.no_grad()
 def test_inputs_embeds_and_position_ids(tmp_path):
-    hf, ours = hf_and_ours("Model", hf_config(num_attention_heads=2, max_position_embeddings=96, block_per_row=1), tmp_path)
+    config = hf_config(num_attention_heads=2, max_position_embeddings=96, block_per_row=1)
+    hf, ours = hf_and_ours("Model", config, tmp_path)
     batch = inputs("Model", batch=2, length=64)  # a budget of 3 of the 4 blocks
     embeds = hf.embeddings.word_embeddings(batch["input_ids"])
     positions = torch.arange(64)[None].expand(2, 64) + 5

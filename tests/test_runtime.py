@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_exports import Exports
 
 from tensorkiln.reference import from_pretrained
 from tensorkiln.reference.gpt_neox import position_ids_from_attention_mask
 from tensorkiln.runtime import BackendUnavailableError, RuntimeInputError, load
-from tiny_exports import Exports as TinyExports
+from tensorkiln.runtime.tolerances import FP32_MAX_ABS
 
-FP32_MAX_ABS = 1e-4
 #: name -> (architecture, head) of the tiny exports these tests run.
 CASES = {
     "neox": ("gpt_neox", "ForCausalLM"),
@@ -31,14 +31,19 @@ CASES = {
 }
 
 
-class Exports(TinyExports):
-    def get(self, name: str) -> tuple[Path, Path]:  # type: ignore[override]
-        return super().get(*CASES[name])
+class Cases:
+    """The session's tiny exports under this module's short names."""
+
+    def __init__(self, exports: Exports):
+        self.exports = exports
+
+    def get(self, name: str) -> tuple[Path, Path]:
+        return self.exports.get(*CASES[name])
 
 
-@pytest.fixture(scope="module")
-def exports(tmp_path_factory) -> Exports:
-    return Exports(tmp_path_factory.mktemp("runtime"))
+@pytest.fixture
+def cases(exports: Exports) -> Cases:
+    return Cases(exports)
 
 
 def _reference(ckpt: Path, **inputs: np.ndarray) -> dict[str, np.ndarray]:
@@ -61,8 +66,8 @@ def _close(got: np.ndarray, want: np.ndarray) -> None:
 # ----------------------------------------------------------------------------------------------- run
 
 
-def test_run_fills_the_mask_and_matches_the_reference(exports):
-    ckpt, out = exports.get("mra")
+def test_run_fills_the_mask_and_matches_the_reference(cases):
+    ckpt, out = cases.get("mra")
     session = load(out)
     vocab = session.config["vocab_size"]
     ids = _ids(vocab, 2, 45)
@@ -72,10 +77,10 @@ def test_run_fills_the_mask_and_matches_the_reference(exports):
     _close(got["logits"], want["logits"])
 
 
-def test_fixed_length_model_is_padded_and_trimmed(exports):
+def test_fixed_length_model_is_padded_and_trimmed(cases):
     """Nystromformer's landmark graph has one fixed length: shorter inputs come back at their own length, equal to
     the reference run at that length (which pads the same way inside)."""
-    ckpt, out = exports.get("nystromformer")
+    ckpt, out = cases.get("nystromformer")
     session = load(out)
     fixed = session.manifest.length_rules.fixed_length
     assert fixed is not None and session.manifest.input("input_ids").dims[-1] == fixed
@@ -90,9 +95,9 @@ def test_fixed_length_model_is_padded_and_trimmed(exports):
         session.run(input_ids=_ids(session.config["vocab_size"], 1, 2, fixed + 1))
 
 
-def test_decoder_prefill_then_steps(exports):
+def test_decoder_prefill_then_steps(cases):
     """run() on a decoder without a past is a prefill; feeding present.* back continues it."""
-    ckpt, out = exports.get("neox")
+    ckpt, out = cases.get("neox")
     session = load(out)
     ids = _ids(session.config["vocab_size"], 2, 9)
     mask = np.ones_like(ids)
@@ -120,14 +125,14 @@ def test_decoder_prefill_then_steps(exports):
     ({"input_ids": np.zeros((1, 4), dtype=np.int64), "past_key_values.0.key": np.zeros((1, 4, 0, 16), np.float32)},
      "all of the cache inputs or none"),
 ])
-def test_bad_inputs_get_clear_errors(exports, inputs, message):
-    _, out = exports.get("neox")
+def test_bad_inputs_get_clear_errors(cases, inputs, message):
+    _, out = cases.get("neox")
     with pytest.raises(RuntimeInputError, match=message):
         load(out).run(**inputs)
 
 
-def test_too_long_and_backend_errors(exports):
-    _, out = exports.get("neox")
+def test_too_long_and_backend_errors(cases):
+    _, out = cases.get("neox")
     session = load(out)
     limit = session.manifest.length_rules.max_length
     with pytest.raises(RuntimeInputError, match=f"too long: {limit + 1} tokens > the model's maximum of {limit}"):
@@ -140,12 +145,12 @@ def test_too_long_and_backend_errors(exports):
         load(out, backend="tvm")
 
 
-def test_tampered_export_is_refused(exports, tmp_path):
+def test_tampered_export_is_refused(cases, tmp_path):
     import shutil
 
-    from tensorkiln.export.manifest import ManifestError
+    from tensorkiln.runtime.manifest import ManifestError
 
-    _, out = exports.get("mra")
+    _, out = cases.get("mra")
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
     with open(copy / "model.onnx", "r+b") as f:
@@ -155,8 +160,8 @@ def test_tampered_export_is_refused(exports, tmp_path):
         load(copy)
 
 
-def test_run_is_thread_safe(exports):
-    _, out = exports.get("mra")
+def test_run_is_thread_safe(cases):
+    _, out = cases.get("mra")
     session = load(out, threads=1)
     vocab = session.config["vocab_size"]
     batches = [_ids(vocab, 1 + i % 3, 20 + 7 * i, seed=i) for i in range(12)]
@@ -185,8 +190,8 @@ def _greedy_reference(ckpt: Path, ids: np.ndarray, mask: np.ndarray, steps: int)
 
 
 @pytest.mark.parametrize("name", ["neox", "mega"])
-def test_greedy_generation_equals_reference_recomputation(exports, name):
-    ckpt, out = exports.get(name)
+def test_greedy_generation_equals_reference_recomputation(cases, name):
+    ckpt, out = cases.get(name)
     session = load(out)
     ids = _ids(session.config["vocab_size"], 2, 5, seed=4)
     mask = np.ones_like(ids)
@@ -201,8 +206,8 @@ def test_greedy_generation_equals_reference_recomputation(exports, name):
                                   got[:, 5:])
 
 
-def test_eos_stops_and_pads_finished_rows(exports):
-    _, out = exports.get("neox")
+def test_eos_stops_and_pads_finished_rows(cases):
+    _, out = cases.get("neox")
     session = load(out)
     ids = _ids(session.config["vocab_size"], 2, 4, seed=7)
     free = session.generate(ids, 5, ignore_eos=True)
@@ -215,8 +220,8 @@ def test_eos_stops_and_pads_finished_rows(exports):
         assert np.all(got[row, 4 + end:] == 0)  # then pads
 
 
-def test_sampling(exports):
-    _, out = exports.get("neox")
+def test_sampling(cases):
+    _, out = cases.get("neox")
     session = load(out)
     ids = _ids(session.config["vocab_size"], 3, 4, seed=2)
     greedy = session.generate(ids, 4, ignore_eos=True)
@@ -247,20 +252,20 @@ def test_sampler_distribution():
     ({"max_new_tokens": 10**6}, "exceeds the model's maximum"),
     ({"max_new_tokens": 2, "attention_mask": np.array([[1, 1, 0, 0]])}, "padded on the right"),
 ])
-def test_generate_errors(exports, kwargs, message):
-    _, out = exports.get("neox")
+def test_generate_errors(cases, kwargs, message):
+    _, out = cases.get("neox")
     with pytest.raises(RuntimeInputError, match=message):
         load(out).generate(np.ones((1, 4), dtype=np.int64), **kwargs)
 
 
-def test_generate_needs_a_causal_lm(exports):
-    _, out = exports.get("mra")
+def test_generate_needs_a_causal_lm(cases):
+    _, out = cases.get("mra")
     with pytest.raises(RuntimeInputError, match="causal LM"):
         load(out).generate(np.ones((1, 4), dtype=np.int64), 2)
 
 
-def test_runtime_imports_and_runs_without_torch(exports):
-    _, out = exports.get("mra")
+def test_runtime_imports_and_runs_without_torch(cases):
+    _, out = cases.get("mra")
     code = (
         "import sys; sys.modules['torch'] = None\n"
         "import numpy as np\n"

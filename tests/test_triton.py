@@ -11,9 +11,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from tensorkiln.export import exporter
-from tensorkiln.reference.presets import Preset, get_preset, init_checkpoint
-from tensorkiln.runtime.cli import main as kiln
+from tensorkiln.export.cli import main as kiln
 from tensorkiln.runtime.triton import TritonError, write_repository
 
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
@@ -22,19 +20,11 @@ ONNX_TO_TRITON = {onnx.TensorProto.INT64: "TYPE_INT64", onnx.TensorProto.FLOAT: 
                   onnx.TensorProto.FLOAT16: "TYPE_FP16"}
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    root = tmp_path_factory.mktemp("triton")
-    out = {}
-    for name, preset, head, changes in (("mra", "tiny-mra", "ForSequenceClassification", {}),
-                                        ("neox", "tiny-gpt-neox", "ForCausalLM", {}),
-                                        ("nystromformer", "tiny-nystromformer", "ForMaskedLM", {})):
-        base = get_preset(preset)
-        init_checkpoint(Preset(base.model_type, base.source, base.description, {**base.config, **changes}),
-                        root / f"ckpt-{name}", seed=0, head=head)
-        exporter.export(root / f"ckpt-{name}", root / f"onnx-{name}", progress=False)
-        out[name] = root / f"onnx-{name}"
-    return out
+@pytest.fixture
+def exported(exports):
+    return {"mra": exports.get("mra", "ForSequenceClassification")[1],
+            "neox": exports.get("gpt_neox", "ForCausalLM")[1],
+            "nystromformer": exports.get("nystromformer", "ForMaskedLM")[1]}
 
 
 def _parse(path):
