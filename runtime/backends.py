@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import BackendUnavailableError
+from .errors import BackendUnavailableError, ManifestError
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 CPU = "CPUExecutionProvider"
@@ -57,4 +57,9 @@ def ort_session(model_path: Path, providers: Sequence[str], threads: int | None,
                 f"ONNX Runtime's {', '.join(providers)} cannot run this fp16 export ({text.splitlines()[0]}). fp16 "
                 "exports are meant for GPUs: install onnxruntime-gpu, or export with --precision fp32 for CPU"
             ) from None
-        raise
+        if type(exc).__name__ not in ("InvalidProtobuf", "InvalidGraph", "NoSuchFile"):
+            raise
+        first = text.splitlines()[0] if text else repr(exc)
+        raise ManifestError(f"ONNX Runtime cannot load {str(model_path)!r} ({first}): "
+                            "the file is damaged or not the export's model; load it with check_files=True to compare "
+                            "it with its manifest, or re-export it") from None

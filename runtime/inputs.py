@@ -34,7 +34,13 @@ class ModelLimits:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ModelLimits:
-        return cls(vocab_size=int(config["vocab_size"]), type_vocab_size=config.get("type_vocab_size"))
+        """The limits of an export's config.json; a :class:`ManifestError` names a key that is missing or wrong."""
+        from .errors import ManifestError
+        from .jsonfile import Fields
+
+        fields = Fields(config, label="the export's config.json", error=ManifestError)
+        return cls(vocab_size=fields.integer("vocab_size", minimum=1),
+                   type_vocab_size=fields.integer("type_vocab_size", None, minimum=1))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,6 +22,9 @@ from typing import Any
 
 from .atomic import write_text
 from .errors import ManifestError
+from .jsonfile import Fields, read_json_object
+from .onnx_external import external_locations
+from .paths import check_name, normalize_name, resolve_inside, unexpected_files
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -210,72 +213,110 @@ def to_dict(manifest: Manifest) -> dict[str, Any]:
     return out
 
 
-def _tensor(d: Mapping[str, Any]) -> TensorInfo:
-    return TensorInfo(name=d["name"], dtype=d["dtype"], dims=tuple(d["dims"]), token_axis=d.get("token_axis"))
+def _dims(fields: Fields, key: str) -> tuple[Dim, ...]:
+    value = fields.get(key)
+    if not isinstance(value, list) or not all(isinstance(d, str) or (isinstance(d, int) and not isinstance(d, bool)
+                                                                     and d >= 0) for d in value):
+        raise fields.fail(key, "a list of dims (sizes >= 0 or symbolic names)", value)
+    return tuple(value)
 
 
-def from_dict(data: Mapping[str, Any]) -> Manifest:
-    """Parse and check a manifest; a :class:`ManifestError` names the first missing or bad key."""
-    if not isinstance(data, Mapping):
-        raise ManifestError("a manifest must be a JSON object")
+def _optional_axis(fields: Fields, key: str) -> int | None:
+    return fields.integer(key, None, minimum=0)
+
+
+def _tensor(t: Fields) -> TensorInfo:
+    info = TensorInfo(name=t.string("name"), dtype=t.string("dtype"), dims=_dims(t, "dims"),
+                      token_axis=_optional_axis(t, "token_axis"))
+    if info.dtype not in DTYPES:
+        raise ManifestError(f"manifest tensor {info.name!r} has dtype {info.dtype!r}; expected one of {DTYPES}")
+    return info
+
+
+def _length_rules(r: Fields) -> LengthRules:
+    return LengthRules(max_length=r.integer("max_length", minimum=1), fixed_length=r.integer("fixed_length", None,
+                                                                                              minimum=1),
+                       pad_token_id=r.integer("pad_token_id", None, minimum=0),
+                       pad_multiple=r.integer("pad_multiple", None, minimum=1), note=r.string("note", ""))
+
+
+def _cache(c: Fields | None) -> CacheLayout | None:
+    if c is None:
+        return None
+    entries = tuple(CacheEntry(layer=e.integer("layer", minimum=0), kind=e.string("kind"), input=e.string("input"),
+                               output=e.string("output"), dims=_dims(e, "dims"),
+                               sequence_axis=_optional_axis(e, "sequence_axis"))
+                    for e in c.objects("entries"))
+    return CacheLayout(past_dim=c.string("past_dim"), entries=entries, position_ids=c.string("position_ids", None),
+                       note=c.string("note", ""))
+
+
+def _verification(v: Fields) -> Verification:
+    checks = []
+    for c in v.objects("checks"):
+        shape = c.get("shape")
+        if not isinstance(shape, Mapping) or not all(isinstance(n, int) and not isinstance(n, bool)
+                                                     for n in shape.values()):
+            raise c.fail("shape", "an object of sizes", shape)
+        half = c.object("torch_half_max_abs", None)
+        checks.append(CheckResult(
+            shape=dict(shape),
+            errors=tuple(OutputError(e.string("output"), e.number("max_abs"), e.number("nmse"), e.number("cosine"))
+                         for e in c.objects("errors")),
+            torch_half_max_abs=None if half is None else {k: half.number(k) for k in half.data}))
+    status = v.string("status")
+    return Verification(status=_LEGACY_STATUSES.get(status, status), rule=v.string("rule"),
+                        provider=v.string("provider"), reason=v.string("reason", ""), checks=tuple(checks))
+
+
+def from_dict(data: Mapping[str, Any], source: str = "manifest") -> Manifest:
+    """Parse and check a manifest; a :class:`ManifestError` names ``source`` and the first missing or bad key."""
+    d = Fields(data, label=source, error=ManifestError)
     version = data.get("format_version")
-    if not isinstance(version, int):
-        raise ManifestError("manifest key 'format_version' is missing or not an integer")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ManifestError(f"{source} key 'format_version' is missing or not an integer")
     if version > FORMAT_VERSION:
-        raise ManifestError(f"manifest format_version {version} is newer than this reader's ({FORMAT_VERSION}); "
+        raise ManifestError(f"{source} format_version {version} is newer than this reader's ({FORMAT_VERSION}); "
                             "upgrade tensorkiln to read it")
-    try:
-        cache = data["cache"]
-        verification = data["verification"]
-        manifest = Manifest(
-            format_version=version,
-            model_type=data["model_type"],
-            task=data["task"],
-            head=data["head"],
-            hf_class=data["hf_class"],
-            opset=int(data["opset"]),
-            precision=data["precision"],
-            inputs=tuple(_tensor(t) for t in data["inputs"]),
-            outputs=tuple(_tensor(t) for t in data["outputs"]),
-            length_rules=LengthRules(**data["length_rules"]),
-            custom_nodes=tuple(CustomNode(**n) for n in data["custom_nodes"]),
-            cache=None if cache is None else CacheLayout(
-                past_dim=cache["past_dim"],
-                entries=tuple(CacheEntry(**{**e, "dims": tuple(e["dims"])}) for e in cache["entries"]),
-                position_ids=cache.get("position_ids"),
-                note=cache.get("note", ""),
-            ),
-            verification=Verification(
-                status=_LEGACY_STATUSES.get(verification["status"], verification["status"]),
-                rule=verification["rule"],
-                provider=verification["provider"],
-                reason=verification.get("reason", ""),
-                checks=tuple(
-                    CheckResult(shape=c["shape"], errors=tuple(OutputError(**e) for e in c["errors"]),
-                                torch_half_max_abs=c.get("torch_half_max_abs"))
-                    for c in verification["checks"]
-                ),
-            ),
-            files=dict(data["files"]),
-            model_file=data.get("model_file", MODEL_NAME),
-            config_file=data.get("config_file", CONFIG_NAME),
-            producer=dict(data.get("producer", {})),
-        )
-    except KeyError as exc:
-        raise ManifestError(f"manifest is missing the key {exc.args[0]!r}") from None
-    except TypeError as exc:
-        raise ManifestError(f"manifest has a malformed entry: {exc}") from None
+    manifest = Manifest(
+        format_version=version, model_type=d.string("model_type"), task=d.string("task"), head=d.string("head"),
+        hf_class=d.string("hf_class"), opset=d.integer("opset", minimum=1), precision=d.string("precision"),
+        inputs=tuple(_tensor(t) for t in d.objects("inputs")),
+        outputs=tuple(_tensor(t) for t in d.objects("outputs")),
+        length_rules=_length_rules(d.object("length_rules")),
+        custom_nodes=tuple(CustomNode(n.string("domain"), n.string("op_type"), n.integer("count", minimum=0))
+                           for n in d.objects("custom_nodes")),
+        cache=_cache(d.object("cache", None)),
+        verification=_verification(d.object("verification")),
+        files=d.strings("files"),
+        model_file=d.string("model_file", MODEL_NAME),
+        config_file=d.string("config_file", CONFIG_NAME),
+        producer=d.strings("producer", {}),
+    )
     if manifest.verification.status not in (PASSED, UNVERIFIED):
-        raise ManifestError(f"manifest verification status {manifest.verification.status!r} is not one of "
+        raise ManifestError(f"{source} verification status {manifest.verification.status!r} is not one of "
                             f"{PASSED!r}, {UNVERIFIED!r}")
     if manifest.precision not in PRECISIONS:
-        raise ManifestError(f"manifest key 'precision' is {manifest.precision!r}; expected one of {PRECISIONS}")
-    for tensor in manifest.inputs + manifest.outputs:
-        if tensor.dtype not in DTYPES:
-            raise ManifestError(f"manifest tensor {tensor.name!r} has dtype {tensor.dtype!r}; expected one of {DTYPES}")
-    if manifest.model_file not in manifest.files:
-        raise ManifestError(f"manifest key 'files' does not list the model file {manifest.model_file!r}")
+        raise ManifestError(f"{source} key 'precision' is {manifest.precision!r}; expected one of {PRECISIONS}")
+    _check_names(manifest, source)
     return manifest
+
+
+def _check_names(manifest: Manifest, source: str) -> None:
+    """Every file name relative and inside the folder; the model and config files among the hashed ones."""
+    for name in manifest.files:
+        if check_name(name, source=source, key="'files' entry") != name:
+            raise ManifestError(f"{source}: 'files' entry {name!r} is not in normal form ({normalize_name(name)!r}); "
+                                "re-export the model")
+    for key, name in (("model_file", manifest.model_file), ("config_file", manifest.config_file)):
+        if check_name(name, source=source, key=f"key {key!r}") != name or name not in manifest.files:
+            what = "model file" if key == "model_file" else "config file"
+            raise ManifestError(f"{source} key 'files' does not list the {what} {name!r} (key {key!r}), so its "
+                                "sha256 cannot be checked: re-export the model")
+    for digest in manifest.files.values():
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ManifestError(f"{source} key 'files' holds {digest[:80]!r}, not a sha256 in hex: re-export the "
+                                "model")
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -303,30 +344,81 @@ def write_manifest(manifest: Manifest, folder: str | os.PathLike) -> Path:
     return path
 
 
-def read_manifest(folder: str | os.PathLike, *, check_files: bool = True) -> Manifest:
-    """Read ``folder/manifest.json``; with ``check_files`` also check every listed file's sha256."""
+def parse_manifest(folder: str | os.PathLike) -> Manifest:
+    """``folder/manifest.json`` parsed and checked on its own (no file of the folder is opened)."""
     path = Path(folder) / MANIFEST_NAME
-    if not path.is_file():
+    if not Path(folder).is_dir():
+        what = "a file" if Path(folder).exists() else "missing"
+        raise ManifestError(f"{str(folder)!r} is {what}, not a folder: pass the OUT_DIR that `kiln export` wrote")
+    if not path.exists():
         raise ManifestError(f"{str(path)!r} is missing: is {str(folder)!r} a folder written by `kiln export`?")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ManifestError(f"{str(path)!r} is not valid JSON: {exc}") from None
-    manifest = from_dict(data)
+    return from_dict(read_json_object(path, error=ManifestError), source=repr(str(path)))  # the label names the file
+
+
+def read_manifest(folder: str | os.PathLike, *, check_files: bool = True) -> Manifest:
+    """Read ``folder/manifest.json``; every listed file must stay inside ``folder``, and with ``check_files`` match
+    its sha256."""
+    manifest = parse_manifest(folder)
+    source = Path(folder) / MANIFEST_NAME
+    for name in manifest.files:
+        resolve_inside(folder, name, source=source, key="'files' entry")
     if check_files:
         problems = verify_files(folder, manifest)
         if problems:
-            raise ManifestError(f"{str(folder)!r} does not match its manifest: " + "; ".join(problems))
+            raise ManifestError(f"{str(folder)!r} does not match its manifest: " + "; ".join(problems)
+                                + ". Re-export the model (a file was changed, truncated or replaced)")
     return manifest
+
+
+def file_path(folder: str | os.PathLike, manifest: Manifest, name: str) -> Path:
+    """The path of the manifest's file ``name`` (one of its ``files``), checked to stay inside ``folder``."""
+    if name not in manifest.files:
+        raise ManifestError(f"{str(folder)!r}: {name!r} is not among the manifest's hashed files")
+    return resolve_inside(folder, name, source=Path(folder) / MANIFEST_NAME, key="'files' entry")
+
+
+def model_files(folder: str | os.PathLike, manifest: Manifest) -> dict[str, str]:
+    """The model file and each external-data file its graph names: manifest name -> location relative to the
+    model's folder. Every one must be among the hashed ``files`` and inside ``folder``."""
+    model = file_path(folder, manifest, manifest.model_file)
+    base = Path(manifest.model_file).parent.as_posix()
+    found = {manifest.model_file: Path(manifest.model_file).name}
+    for location in external_locations(model):
+        clean = check_name(location, source=model, key="external-data location")
+        name = normalize_name(f"{base}/{clean}") if base != "." else clean
+        if name not in manifest.files:
+            raise ManifestError(f"{str(model)!r} keeps weights in {location!r}, which the manifest's 'files' does "
+                                "not list, so its sha256 cannot be checked: re-export the model")
+        file_path(folder, manifest, name)
+        found[name] = clean
+    return found
+
+
+def ownership_problem(folder: str | os.PathLike) -> str | None:
+    """None when ``folder`` is an export kiln wrote (its manifest.json is ours and it holds nothing else), so that
+    ``--overwrite`` may replace it; otherwise why not."""
+    folder = Path(folder)
+    if not (folder / MANIFEST_NAME).is_file():
+        return f"it has no {MANIFEST_NAME}"
+    try:
+        manifest = parse_manifest(folder)
+    except ManifestError as exc:
+        return f"its {MANIFEST_NAME} is not a kiln export's ({exc})"
+    if "tensorkiln" not in manifest.producer:
+        return f"its {MANIFEST_NAME} was not written by kiln export"
+    extra = unexpected_files(folder, set(manifest.files) | {MANIFEST_NAME})
+    if extra:
+        return f"it holds files kiln export did not write ({', '.join(extra[:5])}{', ...' if len(extra) > 5 else ''})"
+    return None
 
 
 def verify_files(folder: str | os.PathLike, manifest: Manifest) -> list[str]:
     """Every problem with the listed files: missing, or a sha256 that differs."""
     problems = []
     for name, expected in sorted(manifest.files.items()):
-        path = Path(folder) / name
+        path = file_path(folder, manifest, name)
         if not path.is_file():
             problems.append(f"{name} is missing")
-        elif sha256_file(path) != expected:
-            problems.append(f"{name} has sha256 {sha256_file(path)[:12]}..., the manifest says {expected[:12]}...")
+        elif (digest := sha256_file(path)) != expected:
+            problems.append(f"{name} has sha256 {digest[:12]}..., the manifest says {expected[:12]}...")
     return problems

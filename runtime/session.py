@@ -13,7 +13,6 @@ session, and returns a :class:`Session`:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from . import backends
 from . import manifest as mf
 from .errors import ManifestError, RuntimeInputError
 from .inputs import ModelLimits, prepare
+from .jsonfile import read_json_object
 
 
 class Session:
@@ -43,6 +43,9 @@ class Session:
             raise ManifestError(f"the graph's inputs {graph_inputs} differ from the manifest's "
                                    f"{[i.name for i in manifest.inputs]}: re-export the model")
         self._output_names = [o.name for o in self._session.get_outputs()]
+        if sorted(self._output_names) != sorted(o.name for o in manifest.outputs):
+            raise ManifestError(f"the graph's outputs {self._output_names} differ from the manifest's "
+                                f"{[o.name for o in manifest.outputs]}: re-export the model")
 
     @property
     def input_names(self) -> list[str]:
@@ -93,11 +96,13 @@ def load(export_dir: str | Path, backend: str = "auto", *, providers: Sequence[s
         raise ManifestError(f"{str(folder)!r} is not a folder; pass the OUT_DIR that `kiln export` wrote")
     chosen = backends.choose_providers(backend, providers)
     manifest = mf.read_manifest(folder, check_files=check_files)
-    config_path = folder / manifest.config_file
-    try:
-        config = json.loads(config_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ManifestError(f"{str(config_path)!r} cannot be read: {exc}") from None
+    mf.model_files(folder, manifest)  # the graph's external data: inside the folder and hashed, or refused
+    config = read_json_object(mf.file_path(folder, manifest, manifest.config_file), error=ManifestError,
+                              what="the export's config")
+    for name in ("input_ids", "attention_mask"):
+        if name not in [i.name for i in manifest.inputs]:
+            raise ManifestError(f"{str(folder)!r}: the manifest has no input {name!r}, which every export takes: "
+                                "re-export the model")
     return Session(folder, manifest, config, "onnxruntime", chosen, threads)
 
 

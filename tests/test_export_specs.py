@@ -169,7 +169,7 @@ def _manifest(**changes) -> mf.Manifest:
             mf.CacheEntry(0, "key", "past_key_values.0.key", "present.0.key", (mf.BATCH, 2, mf.PAST, 4), 2),)),
         verification=mf.Verification("passed", "rule", "CPUExecutionProvider", checks=(
             mf.CheckResult(shape={mf.BATCH: 2}, errors=(mf.OutputError("logits", 1e-7, 1e-14, 1.0),)),)),
-        files={"model.onnx": "0" * 64},
+        files={"model.onnx": "0" * 64, "config.json": "0" * 64},
     )
     return mf.Manifest(**{**base.__dict__, **changes})
 
@@ -177,6 +177,7 @@ def _manifest(**changes) -> mf.Manifest:
 def test_manifest_round_trip(tmp_path):
     manifest = _manifest()
     (tmp_path / "model.onnx").write_bytes(b"graph")
+    (tmp_path / "config.json").write_text("{}")
     manifest = _manifest(files=mf.hash_files(tmp_path))
     mf.write_manifest(manifest, tmp_path)
     assert mf.read_manifest(tmp_path) == manifest
