@@ -14,10 +14,11 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import sys
+import warnings
 from pathlib import Path
 
 from tensorkiln.runtime import commands as runtime_commands
-from tensorkiln.runtime.errors import KilnError, UsageError
+from tensorkiln.runtime.errors import KilnError, KilnWarning, UsageError
 from tensorkiln.runtime.version import package_version
 
 #: What the torch commands import, and the extra that installs it.
@@ -104,7 +105,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_parity(args: argparse.Namespace) -> int:
     from .parity import check_report_dir, run_parity, to_markdown, write_report
 
-    folder = check_report_dir(args.report, args.export_dir)
+    folder = check_report_dir(args.report, args.export_dir, args.checkpoint_dir)
     report = run_parity(args.checkpoint_dir, args.export_dir, shapes=args.shapes, seed=args.seed)
     write_report(report, folder)
     print(to_markdown(report), end="")
@@ -150,7 +151,8 @@ def _add_reference_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out_dir", help="the folder to write (config.json + model.safetensors)")
     p.add_argument("--seed", type=int, default=0, help="random seed for the weights (default 0)")
     p.add_argument("--head", default=None, help="head to build instead of the preset's, e.g. ForSequenceClassification")
-    p.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace OUT_DIR if it is a checkpoint init-checkpoint wrote; any other folder is refused")
 
     p = _torch_command(sub, "demo", cmd_demo, help="the main job: build the five demo checkpoints, export them, "
                                                    "check parity, run them with the runtime, print one summary table")
@@ -166,7 +168,8 @@ def _add_export_commands(sub: argparse._SubParsersAction) -> None:
     p = _torch_command(sub, "export", cmd_export,
                        help="export a checkpoint to ONNX (model.onnx + manifest.json), checked with ORT")
     p.add_argument("checkpoint_dir", help="an HF checkpoint folder (config.json + weights)")
-    p.add_argument("out_dir", help="the folder to write; it must not exist (or pass --overwrite)")
+    p.add_argument("out_dir", help="the folder to write; it must not exist (or pass --overwrite), nor overlap the "
+                                   "checkpoint")
     p.add_argument("--task", default=None,
                    help="the head to export, e.g. ForSequenceClassification or text-classification (default: the "
                         "one config.json names)")
@@ -175,7 +178,9 @@ def _add_export_commands(sub: argparse._SubParsersAction) -> None:
                    help="fp16 exports half weights and activations (ids stay int64)")
     p.add_argument("--batch", type=int, default=2, help="batch size of the export-time check (a hint)")
     p.add_argument("--seq", type=int, default=16, help="sequence length of the export-time check (a hint)")
-    p.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace OUT_DIR if it is an earlier export (kept as OUT_DIR.kiln-old until the new one is in "
+                        "place); any other folder is refused")
     p.add_argument("--no-verify", action="store_true",
                    help="write the export without the ONNX Runtime check (recorded in the manifest); by default an "
                         "export that cannot be checked here, e.g. fp16 without an fp16 kernel, fails")
@@ -227,15 +232,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warnings(shown):
+    """``warnings.showwarning`` that prints tensorkiln's own warnings as ``kiln: warning: ...`` lines."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, KilnWarning):
+            print(f"kiln: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if getattr(args, "needs_export_extra", False):
-            require_export_extra(args.command)
-        return args.func(args)
-    except KilnError as exc:
-        print(f"kiln: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", KilnWarning)
+        warnings.showwarning = _one_line_warnings(warnings.showwarning)
+        try:
+            if getattr(args, "needs_export_extra", False):
+                require_export_extra(args.command)
+            return args.func(args)
+        except KilnError as exc:
+            print(f"kiln: error: {exc}", file=sys.stderr)
+            return exc.exit_code
 
 
 if __name__ == "__main__":

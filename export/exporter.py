@@ -9,8 +9,9 @@ run ONNX Runtime (CPU) at two different shapes and judge it against the referenc
 (``export/verify.py``); write the manifest. An export that cannot be verified here fails unless ``--no-verify``
 asks for it unchecked, which the manifest records.
 
-Everything is written to a temporary folder beside OUT_DIR and renamed at the end: a failure at any step,
-the verification included, leaves nothing behind.
+Everything is written to a staging folder beside OUT_DIR and renamed at the end (``runtime/atomic.py``): a failure
+at any step, the verification included, leaves nothing behind. OUT_DIR may not be, be inside or contain the
+checkpoint, and ``--overwrite`` replaces only an earlier export (a folder holding our manifest and its files).
 
 Precision ``fp16`` exports the reference model cast to half (weights and activations; the reference keeps its own
 fp32 islands: GPT-NeoX's softmax and rotary tables, the Mega EMA, and ONNX LayerNormalization accumulates in fp32
@@ -27,7 +28,6 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -38,7 +38,8 @@ import torch
 from torch import nn
 
 from tensorkiln.runtime import manifest as mf
-from tensorkiln.runtime.atomic import replace_folder
+from tensorkiln.runtime.atomic import staged_folder
+from tensorkiln.runtime.paths import refuse_overlap
 from tensorkiln.runtime.version import package_version
 
 from .specs import HEAD_TASKS, ExportError, ExportSpec, TensorSpec, get_spec, resolve_task
@@ -304,54 +305,40 @@ def _resolve(checkpoint_dir: Path, task: str | None):
     return arch, head, spec
 
 
-def _replace(tmp: Path, out: Path, overwrite: bool) -> None:
-    if out.exists() and not overwrite:
-        raise ExportError(f"{str(out)!r} appeared while exporting; nothing was replaced")
-    replace_folder(tmp, out)
-
-
 def export(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathLike, options: ExportOptions | None = None,
            **kwargs: Any) -> mf.Manifest:
     """Export a checkpoint folder to ``out_dir`` (model.onnx, manifest.json, config.json); return the manifest.
 
     ``kwargs`` are :class:`ExportOptions` fields. Raises ExportError (bad request), VerificationError (tolerance),
-    and the reference's ConfigError / CheckpointError (bad checkpoint); on any error nothing is written.
+    and the reference's ConfigError / CheckpointError (bad checkpoint); on any error nothing is written. ``out_dir``
+    may not overlap the checkpoint, and ``overwrite`` replaces only an earlier export (runtime/atomic.py).
     """
     options = dataclasses.replace(options or ExportOptions(), **kwargs)
     _validate(options)
     checkpoint_dir, out = Path(checkpoint_dir), Path(out_dir)
     arch, head, spec = _resolve(checkpoint_dir, options.task)
-    if out.exists() and not options.overwrite:
-        raise ExportError(f"{str(out)!r} already exists; choose another folder or pass --overwrite")
-
-    created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the export is meant to be shared like any model folder
-    progress = _Progress(options.progress, f"kiln export {arch.hf_class_name(head)}")
-    try:
-        manifest = _export_into(tmp, checkpoint_dir, arch, head, spec, options, progress)
-        _replace(tmp, out, options.overwrite)
-        return manifest
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        for folder in created:  # the parents this call made, innermost first
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-        raise
-    finally:
-        progress.close()
+    refuse_overlap(out, "OUT_DIR", checkpoint_dir, "the checkpoint", ExportError)
+    with staged_folder(out, overwrite=options.overwrite, owned=mf.ownership_problem, error=ExportError,
+                       what="OUT_DIR") as tmp:
+        progress = _Progress(options.progress, f"kiln export {arch.hf_class_name(head)}")
+        try:
+            manifest = _export_into(tmp, checkpoint_dir, arch, head, spec, options, progress)
+        finally:
+            progress.close()
+    return manifest
 
 
 def _export_into(tmp: Path, checkpoint_dir: Path, arch, head: str, spec: ExportSpec, options: ExportOptions,
                  progress: _Progress) -> mf.Manifest:
     from tensorkiln.reference.checkpoint import CONFIG_NAME, from_pretrained
+    from tensorkiln.reference.weights import check_finite
 
     precision = options.precision
     with progress.step("load"):
         reference = from_pretrained(checkpoint_dir, head)
         config = reference.config
         half = copy.deepcopy(reference).half().eval() if precision == "fp16" else None
+        check_finite(reference, checkpoint_dir, half)
         model = half if half is not None else reference
         rules = spec.length_rules(config)
         if options.seq > rules.max_length:

@@ -19,7 +19,6 @@ Torch-free at import: the reference side (torch) is imported when a check runs.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -37,17 +36,22 @@ from polygraphy.logger import G_LOGGER
 from tensorkiln.runtime import manifest as mf
 from tensorkiln.runtime import tolerances
 from tensorkiln.runtime.backends import BackendUnavailableError
-from tensorkiln.runtime.errors import UsageError
+from tensorkiln.runtime.errors import ManifestError, UsageError
+from tensorkiln.runtime.jsonfile import read_json_object
+from tensorkiln.runtime.paths import refuse_overlap
 from tensorkiln.runtime.session import Session, load
 
 from .parity_report import (
     FAILED,
+    JSON_NAME,
+    MARKDOWN_NAME,
     NOT_RUN,
     PASSED,
     OutputCheck,
     ParityReport,
     ShapeCheck,
     default_report_dir,
+    is_report_file,
     to_markdown,
     write_report,
 )
@@ -250,7 +254,8 @@ def run_parity(checkpoint_dir: str | os.PathLike, export_dir: str | os.PathLike,
         raise ParityUsageError(f"--shapes must be at least 1, got {shapes}")
     checkpoint, export = Path(checkpoint_dir), Path(export_dir)
     manifest = mf.read_manifest(export)
-    export_config = json.loads((export / manifest.config_file).read_text())
+    export_config = read_json_object(mf.file_path(export, manifest, manifest.config_file), error=ManifestError,
+                                     what="the export's config")
     arch, config, head = _check_pair(checkpoint, manifest, export_config)
     spec = get_spec(arch.model_type)
     precision = manifest.precision
@@ -299,14 +304,22 @@ def _case_sizes(case: Case, spec, config, head: str) -> dict[str, int]:
     return sizes
 
 
-def check_report_dir(report_dir: str | os.PathLike | None, export_dir: str | os.PathLike) -> Path:
-    """The report folder: REPORT_DIR, or EXPORT_DIR/../<name>-parity; never inside the export, whose manifest
-    hashes its files."""
-    folder = Path(report_dir).resolve() if report_dir is not None else default_report_dir(export_dir)
-    export = Path(export_dir).resolve()
-    if folder == export or export in folder.parents:
-        raise ParityUsageError(f"the report folder {str(folder)!r} is inside the export {str(export)!r}, whose "
-                               "manifest hashes every file there: choose a folder outside it")
+def check_report_dir(report_dir: str | os.PathLike | None, export_dir: str | os.PathLike,
+                     checkpoint_dir: str | os.PathLike | None = None) -> Path:
+    """The report folder: REPORT_DIR, or EXPORT_DIR/../<name>-parity. It may not be, be inside or contain the export
+    (whose manifest hashes every file there) or the checkpoint, nor be a file, and a parity.json or parity.md already
+    there must be an earlier report: nothing else is overwritten."""
+    folder = Path(report_dir) if report_dir is not None else default_report_dir(export_dir)
+    refuse_overlap(folder, "the report folder", export_dir, "the export", ParityUsageError)
+    if checkpoint_dir is not None:
+        refuse_overlap(folder, "the report folder", checkpoint_dir, "the checkpoint", ParityUsageError)
+    if folder.exists() and not folder.is_dir():
+        raise ParityUsageError(f"the report folder {str(folder)!r} is a file, not a folder: choose a folder for "
+                               f"{JSON_NAME} and {MARKDOWN_NAME}")
+    for path in (folder / JSON_NAME, folder / MARKDOWN_NAME):
+        if (path.exists() or path.is_symlink()) and not is_report_file(path):
+            raise ParityUsageError(f"{str(path)!r} exists and is not a kiln parity report: move it away or choose "
+                                   "another --report folder")
     return folder
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from tensorkiln.runtime import manifest as mf
 from tensorkiln.runtime import tolerances
 from tensorkiln.runtime.atomic import write_text
+from tensorkiln.runtime.errors import UsageError
 
 JSON_NAME = "parity.json"
 MARKDOWN_NAME = "parity.md"
@@ -141,10 +142,25 @@ def default_report_dir(export_dir: str | os.PathLike) -> Path:
     return export.parent / f"{export.name}-parity"
 
 
+def is_report_file(path: Path) -> bool:
+    """Whether ``path`` (a parity.json or parity.md) is a report kiln parity wrote, which a new one may replace."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            head = f.read(1 << 16)
+    except (OSError, UnicodeDecodeError):
+        return False
+    if path.name == MARKDOWN_NAME:
+        return head.startswith("# kiln parity: ")
+    return head.startswith("{") and all(f'"{key}"' in head for key in ("model_type", "hf_class", "rule", "status"))
+
+
 def write_report(report: ParityReport, folder: str | os.PathLike) -> Path:
     """Write ``parity.json`` and ``parity.md`` to ``folder`` (created), each atomically."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create the report folder {str(folder)!r}: {exc.strerror or exc}") from None
     write_text(folder / JSON_NAME, json.dumps(to_json(report), indent=2) + "\n")
     write_text(folder / MARKDOWN_NAME, to_markdown(report))
     return folder
@@ -153,4 +169,4 @@ def write_report(report: ParityReport, folder: str | os.PathLike) -> Path:
 
 
 __all__ = ["FAILED", "JSON_NAME", "MARKDOWN_NAME", "NOT_RUN", "OutputCheck", "PASSED", "ParityReport", "ShapeCheck",
-           "default_report_dir", "to_json", "to_markdown", "write_report"]
+           "default_report_dir", "is_report_file", "to_json", "to_markdown", "write_report"]

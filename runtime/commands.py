@@ -69,5 +69,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="Triton batching for encoders whose rows are independent (default 8; 0 turns it off)")
     p.add_argument("--instances", type=int, default=1, help="model instances per device (default 1)")
     p.add_argument("--gpu", action="store_true", help="place instances on GPUs (KIND_GPU) instead of CPUs")
-    p.add_argument("--overwrite", action="store_true", help="replace REPO_DIR/NAME if it exists")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace REPO_DIR/NAME if kiln triton wrote it; any other folder is refused")
     p.set_defaults(func=cmd_triton)

@@ -52,5 +52,10 @@ class CheckFailed(KilnError, RuntimeError):
     exit_code: ClassVar[int] = EXIT_CHECK_FAILED
 
 
-__all__ = ["BackendUnavailableError", "CheckFailed", "EXIT_CHECK_FAILED", "EXIT_USAGE", "KilnError", "ManifestError",
-           "RuntimeInputError", "UsageError"]
+class KilnWarning(UserWarning):
+    """Something a person should know that does not stop the command (a folder restored or cleaned up); the CLI
+    prints it as one ``kiln: warning: ...`` line."""
+
+
+__all__ = ["BackendUnavailableError", "CheckFailed", "EXIT_CHECK_FAILED", "EXIT_USAGE", "KilnError", "KilnWarning",
+           "ManifestError", "RuntimeInputError", "UsageError"]

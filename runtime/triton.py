@@ -15,20 +15,26 @@ Triton does not apply the runtime's input rules: clients of a fixed-length graph
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 from . import manifest as mf
-from .atomic import replace_folder
+from .atomic import MARKER_NAME, marker_problem, staged_folder, write_marker
 from .errors import UsageError
+from .jsonfile import read_json_object
+from .paths import refuse_overlap, resolve_inside
 
 TRITON_TYPES = {"int64": "TYPE_INT64", "int32": "TYPE_INT32", "float32": "TYPE_FP32", "float16": "TYPE_FP16",
                 "bool": "TYPE_BOOL"}
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]+$")
+CONFIG_NAME = "config.pbtxt"
+#: Triton's version folder of the one model version written.
+VERSION = "1"
+#: Names in the model folder that the repository itself uses.
+RESERVED = (CONFIG_NAME, mf.MANIFEST_NAME, MARKER_NAME)
+#: The kind in the ``.kiln-folder.json`` marker of a model folder kiln triton wrote: what ``overwrite`` replaces.
+MARKER_KIND = "triton-model"
 
 
 class TritonError(UsageError):
@@ -87,39 +93,67 @@ def config_pbtxt(manifest: mf.Manifest, config: dict, name: str, max_batch_size:
     return "\n".join(lines) + "\n"
 
 
+def copy_plan(export_dir: Path, manifest: mf.Manifest) -> dict[str, Path]:
+    """Where each file of the export goes in the model folder -> its source: the model as ``1/model.onnx`` (Triton's
+    default name) with its external data beside it under the names the graph uses, every other file under its own
+    name. Every source is checked inside the export, every destination inside the model folder."""
+    model = mf.model_files(export_dir, manifest)
+    plan: dict[str, Path] = {}
+    for name in sorted(manifest.files):
+        if name == manifest.model_file:
+            dest = f"{VERSION}/{mf.MODEL_NAME}"
+        elif name in model:
+            dest = f"{VERSION}/{model[name]}"
+        else:
+            dest = name
+        top = dest.split("/")[0]
+        if dest in plan or dest in RESERVED or (top == VERSION and name not in model):
+            raise TritonError(f"{str(export_dir)!r}: the file {name!r} would land on the repository's own {dest!r}; "
+                              "re-export the model")
+        plan[dest] = mf.file_path(export_dir, manifest, name)
+    return plan
+
+
+def ownership_problem(folder: Path) -> str | None:
+    """None when ``folder`` is a model folder kiln triton wrote (its marker and the files it lists, nothing else),
+    so that ``overwrite`` may replace it; otherwise why not."""
+    return marker_problem(folder, MARKER_KIND)
+
+
+def _check_request(name: str, max_batch_size: int, instances: int, kind: str) -> None:
+    if not isinstance(name, str) or not NAME_PATTERN.match(name) or name.startswith("."):
+        raise TritonError(f"model name {name!r} must use letters, digits, '_', '.' or '-' only, and not start with "
+                          "'.'")
+    for key, value, least in (("max_batch_size", max_batch_size, 0), ("instances", instances, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise TritonError(f"{key} must be an integer >= {least}, got {value!r}")
+    if kind not in ("KIND_CPU", "KIND_GPU"):
+        raise TritonError(f"kind must be KIND_CPU or KIND_GPU, got {kind!r}")
+
+
 def write_repository(export_dir: str | Path, repo_dir: str | Path, *, name: str | None = None,
                      max_batch_size: int = 8, instances: int = 1, kind: str = "KIND_CPU",
                      overwrite: bool = False) -> Path:
-    """Write ``repo_dir/name`` (atomically: a temporary folder renamed into place); return its path."""
+    """Write ``repo_dir/name`` (atomically: staged and renamed into place); return its path. The repository may not
+    overlap the export, and ``overwrite`` replaces only a model folder kiln triton wrote (runtime/atomic.py)."""
     export_dir = Path(export_dir)
     manifest = mf.read_manifest(export_dir)
-    config = json.loads((export_dir / manifest.config_file).read_text())
+    plan = copy_plan(export_dir, manifest)
+    config = read_json_object(mf.file_path(export_dir, manifest, manifest.config_file), error=mf.ManifestError,
+                              what="the export's config")
     name = name or f"{manifest.model_type.replace('-', '_')}_{manifest.head.lower()}"
-    if not NAME_PATTERN.match(name):
-        raise TritonError(f"model name {name!r} must use letters, digits, '_', '.' or '-' only")
-    if max_batch_size < 0 or instances < 1:
-        raise TritonError("max_batch_size must be >= 0 and instances >= 1")
-    if kind not in ("KIND_CPU", "KIND_GPU"):
-        raise TritonError(f"kind must be KIND_CPU or KIND_GPU, got {kind!r}")
+    _check_request(name, max_batch_size, instances, kind)
     repo = Path(repo_dir)
+    refuse_overlap(repo, "the model repository", export_dir, "the export", TritonError)
     target = repo / name
-    if target.exists() and not overwrite:
-        raise TritonError(f"{str(target)!r} exists; pass overwrite=True (--overwrite) to replace it")
-    repo.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=repo))
-    try:
-        os.chmod(tmp, 0o755)
-        (tmp / "1").mkdir()
-        for file in manifest.files:
-            source = export_dir / file
-            if file.startswith(mf.MODEL_NAME):  # model.onnx and its external data
-                shutil.copyfile(source, tmp / "1" / file)
-            else:
-                shutil.copyfile(source, tmp / file)
+    with staged_folder(target, overwrite=overwrite, owned=ownership_problem, error=TritonError,
+                       what="the Triton model folder") as tmp:
+        for dest, source in plan.items():
+            path = resolve_inside(tmp, dest, source=export_dir / mf.MANIFEST_NAME, key="file", error=TritonError)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, path)
+        (tmp / VERSION).mkdir(exist_ok=True)
         shutil.copyfile(export_dir / mf.MANIFEST_NAME, tmp / mf.MANIFEST_NAME)
-        (tmp / "config.pbtxt").write_text(config_pbtxt(manifest, config, name, max_batch_size, instances, kind))
-        replace_folder(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        (tmp / CONFIG_NAME).write_text(config_pbtxt(manifest, config, name, max_batch_size, instances, kind))
+        write_marker(tmp, MARKER_KIND)
     return target
