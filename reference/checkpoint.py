@@ -12,11 +12,11 @@ embeddings, as HF does).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
-import shutil
-import tempfile
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,38 +24,36 @@ from typing import Any
 import torch
 from torch import nn
 
-from tensorkiln.runtime.errors import KilnError
+from tensorkiln.runtime.atomic import marker_problem, staged_folder, write_marker
+from tensorkiln.runtime.jsonfile import read_json_object
 
 from .config import ConfigError, HFConfig
 from .registry import Architecture, get_architecture, normalize_head
+from .weights import SAFETENSORS_INDEX, SAFETENSORS_NAME, CheckpointError, read_state_dict
 
 CONFIG_NAME = "config.json"
-SAFETENSORS_NAME = "model.safetensors"
-SAFETENSORS_INDEX = "model.safetensors.index.json"
-TORCH_NAME = "pytorch_model.bin"
-TORCH_INDEX = "pytorch_model.bin.index.json"
 #: HF's default shard size.
 MAX_SHARD_BYTES = 5 * 1024**3
-
-
-class CheckpointError(KilnError, ValueError):
-    """A checkpoint folder that cannot be loaded: files missing, or tensors missing, unexpected or mis-shaped."""
+#: The kind in the ``.kiln-folder.json`` marker of a checkpoint save_pretrained wrote: what ``overwrite`` replaces.
+MARKER_KIND = "checkpoint"
 
 
 def read_config(checkpoint_dir: str | os.PathLike) -> dict[str, Any]:
-    path = Path(checkpoint_dir) / CONFIG_NAME
-    if not Path(checkpoint_dir).is_dir():
-        raise CheckpointError(f"checkpoint folder {str(checkpoint_dir)!r} does not exist")
-    if not path.is_file():
+    folder = Path(checkpoint_dir)
+    path = folder / CONFIG_NAME
+    if not folder.is_dir():
+        if folder.exists():
+            raise CheckpointError(f"checkpoint folder {str(folder)!r} is a file, not a folder: pass the folder that "
+                                  "holds config.json and the weights")
+        raise CheckpointError(f"checkpoint folder {str(folder)!r} does not exist")
+    if not path.exists():
         raise CheckpointError(f"{str(path)!r} is missing: a checkpoint folder needs the model's config.json")
-    try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{str(path)!r} is not valid JSON: {exc}") from None
-    if not isinstance(config, dict):
-        raise ConfigError(f"{str(path)!r} must hold a JSON object")
+    config = read_json_object(path, error=ConfigError, what="the model's config")
     if "model_type" not in config:
         raise ConfigError(f"config is missing the required key 'model_type' in {str(path)!r}")
+    if not isinstance(config["model_type"], str):
+        raise ConfigError(f"config key 'model_type' in {str(path)!r} must be a string such as \"gpt_neox\", got "
+                          f"{config['model_type']!r}")
     return config
 
 
@@ -64,7 +62,7 @@ def resolve(config: Mapping[str, Any], head: str | None = None) -> tuple[Archite
     arch = get_architecture(config["model_type"])
     if head is None:
         names = config.get("architectures") or []
-        if names and not isinstance(names, list):
+        if names and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
             raise ConfigError(f"config key 'architectures' must be a list of class names, got {names!r}")
         head = names[0] if names else "Model"
     suffix = normalize_head(head, arch.class_prefix)
@@ -82,55 +80,31 @@ def build_model(config: Mapping[str, Any] | HFConfig, head: str | None = None) -
         hf = dict(config)
     arch, suffix = resolve(hf, head)
     parsed = config if isinstance(config, HFConfig) else arch.config_class.from_hf_config(hf)
-    model = arch.head_class(suffix)(parsed)
-    return model.eval()
+    return _build(arch.head_class(suffix), parsed, "the config").eval()
 
 
-# ----------------------------------------------------------------------------------------------- reading weights
+def _memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system: no limit to check against
+        return None
 
 
-def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(path))
-
-
-def _load_torch(path: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
-    if not isinstance(state, Mapping):
-        raise CheckpointError(f"{str(path)!r} does not hold a state dict")
-    return dict(state)
-
-
-def _load_sharded(folder: Path, index_name: str, loader) -> dict[str, torch.Tensor]:
-    index = json.loads((folder / index_name).read_text())
-    weight_map = index.get("weight_map")
-    if not isinstance(weight_map, Mapping):
-        raise CheckpointError(f"{str(folder / index_name)!r} has no 'weight_map'")
-    state: dict[str, torch.Tensor] = {}
-    shards = sorted(set(weight_map.values()))
-    missing = [s for s in shards if not (folder / s).is_file()]
-    if missing:
-        raise CheckpointError(f"{str(folder / index_name)!r} names shards that are missing: {', '.join(missing)}")
-    for shard in shards:
-        state.update(loader(folder / shard))
-    return state
-
-
-def read_state_dict(checkpoint_dir: str | os.PathLike) -> dict[str, torch.Tensor]:
-    folder = Path(checkpoint_dir)
-    if (folder / SAFETENSORS_NAME).is_file():
-        return _load_safetensors(folder / SAFETENSORS_NAME)
-    if (folder / SAFETENSORS_INDEX).is_file():
-        return _load_sharded(folder, SAFETENSORS_INDEX, _load_safetensors)
-    if (folder / TORCH_NAME).is_file():
-        return _load_torch(folder / TORCH_NAME)
-    if (folder / TORCH_INDEX).is_file():
-        return _load_sharded(folder, TORCH_INDEX, _load_torch)
-    raise CheckpointError(
-        f"no weights in {str(folder)!r}: expected {SAFETENSORS_NAME}, {SAFETENSORS_INDEX}, {TORCH_NAME} "
-        f"or {TORCH_INDEX}"
-    )
+def _build(model_class: type[nn.Module], config: HFConfig, source: str) -> nn.Module:
+    """``model_class(config)``, once a shapes-only build on the meta device shows its weights fit in this machine's
+    memory: an absurd size in config.json (vocab_size 10**12) is a clear error, not an allocation that fails."""
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the model's notes on its config come once, from the real build below
+        sizes = model_class(config)
+    tensors = (*sizes.parameters(), *sizes.buffers())
+    count, nbytes = sum(t.numel() for t in tensors), sum(t.numel() * t.element_size() for t in tensors)
+    limit = _memory_bytes()
+    if limit is not None and nbytes > limit:
+        keys = ", ".join(f"{f.name} {getattr(config, f.name)}" for f in dataclasses.fields(config)
+                         if type(getattr(config, f.name)) is int and getattr(config, f.name) > 1)
+        raise ConfigError(f"{source} describes a model of {count / 1e9:.3g} billion weights ({nbytes / 2**30:.0f} "
+                          f"GiB), more than this machine's {limit / 2**30:.0f} GiB of memory: check its sizes ({keys})")
+    return model_class(config)
 
 
 # ----------------------------------------------------------------------------------------------- matching names
@@ -232,7 +206,7 @@ def from_pretrained(
     hf = read_config(checkpoint_dir)
     arch, suffix = resolve(hf, head)
     config = arch.config_class.from_hf_config(hf)
-    model = arch.head_class(suffix)(config)
+    model = _build(arch.head_class(suffix), config, repr(str(Path(checkpoint_dir) / CONFIG_NAME)))
     load_weights(model, read_state_dict(checkpoint_dir), arch.base_model_prefix)
     if dtype is not None:
         model = model.to(dtype=dtype)
@@ -265,12 +239,13 @@ def save_pretrained(
     overwrite: bool = False,
     max_shard_bytes: int = MAX_SHARD_BYTES,
 ) -> Path:
-    """Write ``config.json`` and safetensors weights, atomically: a failure leaves no partial folder behind."""
+    """Write ``config.json`` and safetensors weights, atomically: a failure leaves no partial folder behind.
+
+    An existing ``out_dir`` must be empty, or (with ``overwrite``) a checkpoint this function wrote and nothing
+    else (its ``.kiln-folder.json`` marker lists its files); the old one stays as ``OUT.kiln-old`` until the new one
+    is in place."""
     from safetensors.torch import save_file
 
-    out = Path(out_dir)
-    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
-        raise CheckpointError(f"{str(out)!r} already exists and is not empty; choose another folder or overwrite it")
     config: HFConfig = model.config
     arch = get_architecture(config.model_type)
     hf = config.to_hf_dict()
@@ -282,33 +257,30 @@ def save_pretrained(
         for name, tensor in model.state_dict().items()
         if name not in tied and not _ignored(model, name)
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    metadata = {"format": "pt"}
+    with staged_folder(out_dir, overwrite=overwrite, owned=ownership_problem, error=CheckpointError,
+                       what="the checkpoint folder", replace_empty=True) as tmp:
         (tmp / CONFIG_NAME).write_text(json.dumps(hf, indent=2, sort_keys=True) + "\n")
         shards = list(_shards(state, max_shard_bytes))
         if len(shards) == 1:
-            save_file(shards[0], str(tmp / SAFETENSORS_NAME), metadata={"format": "pt"})
+            save_file(shards[0], str(tmp / SAFETENSORS_NAME), metadata=metadata)
         else:
             weight_map = {}
             for i, shard in enumerate(shards, start=1):
                 name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-                save_file(shard, str(tmp / name), metadata={"format": "pt"})
+                save_file(shard, str(tmp / name), metadata=metadata)
                 weight_map.update({k: name for k in shard})
             total = sum(t.numel() * t.element_size() for t in state.values())
             index = {"metadata": {"total_size": total}, "weight_map": weight_map}
             (tmp / SAFETENSORS_INDEX).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-        if out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, trash / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+        write_marker(tmp, MARKER_KIND)
+    return Path(out_dir)
+
+
+def ownership_problem(folder: Path) -> str | None:
+    """None when ``folder`` is a checkpoint :func:`save_pretrained` wrote (its marker and the files it lists, nothing
+    else), so that ``overwrite`` may replace it; otherwise why not."""
+    return marker_problem(folder, MARKER_KIND)
 
 
 def _head_suffix(arch: Architecture, model: nn.Module) -> str:

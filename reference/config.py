@@ -21,6 +21,12 @@ class ConfigError(KilnError, ValueError):
     """A config.json that cannot describe a model: unknown model_type, a missing key, or an invalid value."""
 
 
+#: The largest integer any config key may hold: sizes past it are typos or hostile, and would overflow int32 indexing.
+MAX_CONFIG_INT = 2**31 - 1
+#: Keys whose value is a count of modules built one by one: past these, building the model would take hours.
+COUNT_LIMITS = {"num_hidden_layers": 1024, "num_attention_heads": 4096, "num_labels": 1 << 20}
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
@@ -64,6 +70,9 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"config key '{key}' has invalid value {value!r}: expected an integer")
+        if abs(value) > MAX_CONFIG_INT:
+            raise ConfigError(f"config key '{key}' is {value}, past the limit of {MAX_CONFIG_INT} for any size: "
+                              "check config.json")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -120,6 +129,10 @@ class HFConfig:
         """Raise :class:`ConfigError` naming the key when values are inconsistent. Subclasses extend this."""
         if self.num_labels < 1:
             raise ConfigError(f"config key 'num_labels' must be at least 1, got {self.num_labels}")
+        for key, limit in COUNT_LIMITS.items():
+            value = getattr(self, key, None)
+            if isinstance(value, int) and value > limit:
+                raise ConfigError(f"config key '{key}' is {value}, past the limit of {limit}: check config.json")
 
     def replace(self, **changes: Any) -> "HFConfig":
         config = dataclasses.replace(self, **changes)

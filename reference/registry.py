@@ -58,7 +58,7 @@ def normalize_head(head: str, class_prefix: str = "") -> str:
 
 
 def get_architecture(model_type: str) -> Architecture:
-    if model_type not in _MODULES:
+    if not isinstance(model_type, str) or model_type not in _MODULES:
         raise ConfigError(
             f"config key 'model_type' is {model_type!r}, which tensorkiln does not support; "
             f"supported: {', '.join(sorted(_MODULES))}"
