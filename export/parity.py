@@ -38,7 +38,7 @@ from tensorkiln.runtime import tolerances
 from tensorkiln.runtime.backends import BackendUnavailableError
 from tensorkiln.runtime.errors import ManifestError, UsageError
 from tensorkiln.runtime.jsonfile import read_json_object
-from tensorkiln.runtime.paths import refuse_overlap
+from tensorkiln.runtime.paths import check_writable, refuse_overlap
 from tensorkiln.runtime.session import Session, load
 
 from .parity_report import (
@@ -316,6 +316,7 @@ def check_report_dir(report_dir: str | os.PathLike | None, export_dir: str | os.
     if folder.exists() and not folder.is_dir():
         raise ParityUsageError(f"the report folder {str(folder)!r} is a file, not a folder: choose a folder for "
                                f"{JSON_NAME} and {MARKDOWN_NAME}")
+    check_writable(folder, "the report folder", ParityUsageError)
     for path in (folder / JSON_NAME, folder / MARKDOWN_NAME):
         if (path.exists() or path.is_symlink()) and not is_report_file(path):
             raise ParityUsageError(f"{str(path)!r} exists and is not a kiln parity report: move it away or choose "

@@ -102,8 +102,8 @@ def _build(model_class: type[nn.Module], config: HFConfig, source: str) -> nn.Mo
     if limit is not None and nbytes > limit:
         keys = ", ".join(f"{f.name} {getattr(config, f.name)}" for f in dataclasses.fields(config)
                          if type(getattr(config, f.name)) is int and getattr(config, f.name) > 1)
-        raise ConfigError(f"{source} describes a model of {count / 1e9:.3g} billion weights ({nbytes / 2**30:.0f} "
-                          f"GiB), more than this machine's {limit / 2**30:.0f} GiB of memory: check its sizes ({keys})")
+        raise ConfigError(f"{source} describes a model of {count:.3g} weights ({nbytes / 2**30:.0f} GiB), more than "
+                          f"this machine's {limit / 2**30:.0f} GiB of memory: check its sizes ({keys})")
     return model_class(config)
 
 
@@ -205,8 +205,12 @@ def from_pretrained(
     """
     hf = read_config(checkpoint_dir)
     arch, suffix = resolve(hf, head)
-    config = arch.config_class.from_hf_config(hf)
-    model = _build(arch.head_class(suffix), config, repr(str(Path(checkpoint_dir) / CONFIG_NAME)))
+    source = repr(str(Path(checkpoint_dir) / CONFIG_NAME))
+    try:
+        config = arch.config_class.from_hf_config(hf)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    model = _build(arch.head_class(suffix), config, source)
     load_weights(model, read_state_dict(checkpoint_dir), arch.base_model_prefix)
     if dtype is not None:
         model = model.to(dtype=dtype)

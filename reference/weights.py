@@ -50,7 +50,7 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 def _unpickling_reason(text: str) -> str:
     """What torch's weights-only unpickler refused, without its advice to turn the protection off."""
-    found = re.search(r"unsupported GLOBAL (\S+)", text, flags=re.IGNORECASE)
+    found = re.search(r"unsupported(?: global:)? GLOBAL ([\w.]+)", text, flags=re.IGNORECASE)
     if found:
         return (f"it would call {found.group(1)} when loaded, and tensorkiln never runs code from a checkpoint: "
                 "convert it to safetensors with a tool you trust")

@@ -171,11 +171,10 @@ def _make_parents(folder: Path, error: type[KilnError]) -> list[Path]:
     created = [p for p in (folder, *folder.parents) if not _exists(p)]
     try:
         folder.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        blocker = next((p for p in reversed((folder, *folder.parents)) if _exists(p) and not p.is_dir()), folder)
-        raise error(f"cannot create the folder {str(folder)!r}: {str(blocker)!r} is a file, not a folder") from None
     except OSError as exc:
-        raise error(f"cannot create the folder {str(folder)!r}: {exc.strerror or exc}") from None
+        blocker = next((p for p in reversed((folder, *folder.parents)) if _exists(p) and not p.is_dir()), None)
+        why = f"{str(blocker)!r} is a file, not a folder" if blocker is not None else exc.strerror or str(exc)
+        raise error(f"cannot create the folder {str(folder)!r}: {why}; choose a folder you can write to") from None
     return created
 
 

@@ -204,10 +204,10 @@ def generate(session: Session, input_ids: Any, max_new_tokens: int, *,
              streamer: Callable[[np.ndarray], None] | None = None, **options: Any) -> np.ndarray:
     """The prompts followed by their generated tokens, shape (batch, prompt + generated). ``streamer`` is called
     with each step's tokens (batch,) as they come. Options as :func:`stream`."""
-    prompt = np.asarray(input_ids)
+    prompt = _prompt(input_ids)
     steps = []
     for tokens in stream(session, input_ids, max_new_tokens, **options):
         steps.append(tokens)
         if streamer is not None:
             streamer(tokens)
-    return np.concatenate([prompt.astype(np.int64), np.stack(steps, axis=1)], axis=1)
+    return np.concatenate([prompt, np.stack(steps, axis=1)], axis=1)

@@ -6,6 +6,9 @@ opset and precision, the length rules the runtime must apply before feeding the 
 graph, the cache layout of decoders (which output feeds which input on the next step), the errors measured against
 the reference model at export time, and the sha256 of every file written beside it.
 
+Every file name in a manifest stays inside its folder (``runtime/paths.py``), and the model, its config and the
+graph's external-data files must all be hashed; a field of the wrong JSON type is an error naming its key.
+
 Format versions: 1 is the first. A reader refuses a manifest from a newer format with a clear error rather than
 guess at fields it does not know.
 """

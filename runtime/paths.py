@@ -91,6 +91,20 @@ def refuse_overlap(output: str | os.PathLike, output_what: str, source: str | os
                     f"destroy {source_what}; choose a folder apart from it")
 
 
+def check_writable(folder: str | os.PathLike, what: str, error: type[KilnError]) -> None:
+    """Refuse, before any work, a folder that cannot be written: one under a regular file, or whose nearest
+    existing folder this process may not write to."""
+    folder = Path(folder)
+    for existing in (folder, *folder.parents):
+        if existing.exists():
+            if not existing.is_dir():
+                raise error(f"cannot write {what} {str(folder)!r}: {str(existing)!r} is a file, not a folder")
+            if not os.access(existing, os.W_OK | os.X_OK):
+                raise error(f"cannot write {what} {str(folder)!r}: {str(existing)!r} is not writable; choose a "
+                            "folder you can write to")
+            return
+
+
 def unexpected_files(folder: str | os.PathLike, allowed: set[str]) -> list[str]:
     """Files (and symlinks) under ``folder`` whose relative POSIX names are not in ``allowed``, sorted; symlinked
     folders are not followed."""
@@ -106,4 +120,5 @@ def unexpected_files(folder: str | os.PathLike, allowed: set[str]) -> list[str]:
     return sorted(extra)
 
 
-__all__ = ["check_name", "normalize_name", "overlap", "refuse_overlap", "resolve_inside", "unexpected_files"]
+__all__ = ["check_name", "check_writable", "normalize_name", "overlap", "refuse_overlap", "resolve_inside",
+           "unexpected_files"]

@@ -9,6 +9,10 @@ batching (Triton then merges requests of the same shape). Decoders with a cache 
 (the client owns the cache tensors), and so does Nystromformer's HF-compatible pseudo-inverse, whose
 initialisation takes a max over the whole batch: merging requests would change their outputs.
 
+A hostile export cannot make it read or write outside its folders: every file is copied by a name checked inside
+the export and inside the new model folder (``runtime/paths.py``), the repository may not overlap the export, and
+``overwrite`` replaces only a model folder this module wrote (its ``.kiln-folder.json`` marker).
+
 Triton does not apply the runtime's input rules: clients of a fixed-length graph pad to it themselves (the
 ``tensorkiln.*`` parameters in the config say how), and masks default to nothing.
 """
