@@ -54,6 +54,9 @@ def read_config(checkpoint_dir: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(config["model_type"], str):
         raise ConfigError(f"config key 'model_type' in {str(path)!r} must be a string such as \"gpt_neox\", got "
                           f"{config['model_type']!r}")
+    names = config.get("architectures")
+    if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
+        raise ConfigError(f"config key 'architectures' in {str(path)!r} must be a list of class names, got {names!r}")
     return config
 
 

@@ -88,7 +88,7 @@ def _exists(path: Path) -> bool:
 
 
 def _process_gone(pid: int) -> bool:
-    if pid == os.getpid():
+    if pid == os.getpid() or os.name != "posix":  # os.kill(pid, 0) would terminate a process on Windows
         return False
     try:
         os.kill(pid, 0)

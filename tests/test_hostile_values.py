@@ -70,7 +70,8 @@ CONFIG_CASES = {
     "not an object": (lambda c: (c / "config.json").write_text("[1, 2]"), "must hold a JSON object, got a list"),
     "a folder": (lambda c: ((c / "config.json").unlink(), (c / "config.json").mkdir()), "is a folder, not a file"),
     "missing": (lambda c: (c / "config.json").unlink(), "config.json' is missing"),
-    "architectures not names": (lambda c: _config(c, architectures=[5]), "config key 'architectures' must be a list"),
+    "architectures not names": (lambda c: _config(c, architectures=[5]),
+                                "config key 'architectures' in '.*config.json' must be a list"),
     "checkpoint is a file": (lambda c: (shutil.rmtree(c), c.write_text("not a folder")),
                              "checkpoint folder '.*ckpt' is a file, not a folder"),
 }

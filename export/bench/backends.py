@@ -92,7 +92,8 @@ class Ort:
 
     def __init__(self, export: Path, threads: int, *, model_path: Path | None = None, check_files: bool = True):
         self.manifest = mf.read_manifest(export, check_files=check_files)
-        config = json.loads((export / self.manifest.config_file).read_text())
+        mf.model_files(export, self.manifest)  # the graph's external data: inside the export and hashed
+        config = json.loads(mf.file_path(export, self.manifest, self.manifest.config_file).read_text())
         self.limits = ModelLimits.from_config(config)
         self.vocab_size = self.limits.vocab_size
         path = model_path or export / self.manifest.model_file
