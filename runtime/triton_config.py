@@ -212,11 +212,16 @@ def python_config(manifest: mf.Manifest, config: dict, name: str, options: Servi
     if options.threads:
         model.parameters["tensorkiln.threads"].string_value = str(options.threads)
     if not generates:
-        for tensor in manifest.inputs:  # the runtime fills every input but the ids (masks, types, positions)
-            _add_tensor(model.input, pb, tensor.name, TRITON_TYPES[tensor.dtype], _graph_dims(tensor, batched),
-                        optional=tensor.name != "input_ids")
+        # The runtime applies the length rules: any length up to the maximum goes in (a fixed-length graph's inputs
+        # are padded and its per-token outputs sliced back), and it fills every input but the ids.
+        for tensor in manifest.inputs:
+            _add_tensor(model.input, pb, tensor.name, TRITON_TYPES[tensor.dtype],
+                        [-1] * len(_graph_dims(tensor, batched)), optional=tensor.name != "input_ids")
         for tensor in manifest.outputs:
-            _add_tensor(model.output, pb, tensor.name, TRITON_TYPES[tensor.dtype], _graph_dims(tensor, batched))
+            dims = _graph_dims(tensor, batched)
+            if tensor.token_axis is not None:
+                dims[tensor.token_axis - (1 if batched else 0)] = -1
+            _add_tensor(model.output, pb, tensor.name, TRITON_TYPES[tensor.dtype], dims)
         return model
     model.model_transaction_policy.decoupled = True
     model.parameters["tensorkiln.max_generations"].string_value = str(options.max_generations)

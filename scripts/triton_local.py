@@ -158,6 +158,7 @@ class Server:
         self.http_port = http_port or free_port()
         self.grpc_port = grpc_port or free_port()
         self.process: subprocess.Popen | None = None
+        self.pid: int | None = None  # also the process group's id, kept after stop()
 
     @property
     def http_url(self) -> str:
@@ -181,6 +182,7 @@ class Server:
             self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
                                             env={**os.environ, **self.install.environment}, start_new_session=True,
                                             preexec_fn=_die_with_parent)
+        self.pid = self.process.pid
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
