@@ -93,7 +93,8 @@ def _add_triton_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trt-precision", choices=("fp32", "fp16"), default=None,
                    help="TensorRT precision (default: the export's)")
     p.add_argument("--trt-plugins", default=None,
-                   help="path of libtensorkiln_plugins.so on the server, for TensorRT to run the custom nodes")
+                   help="path on the server of the self-registering plugin library "
+                        "(libtensorkiln_plugins_autoreg.so), for ONNX Runtime's TensorRT provider to load")
     p.add_argument("--trt-engine-cache", default=None, help="folder on the server where TensorRT caches engines")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads per instance")
     p.add_argument("--max-generations", type=int, default=4,

@@ -60,7 +60,8 @@ class TritonError(UsageError):
 class ServingOptions:
     """How Triton serves the model. ``gpus``: device ids for GPU instances (empty: every GPU). ``accelerator``:
     "tensorrt" or "cuda" (ONNX Runtime backend, GPU instances). ``trt_precision``: "FP32" or "FP16" (default: the
-    export's precision). ``trt_plugins``: path of ``libtensorkiln_plugins.so`` as the server sees it.
+    export's precision). ``trt_plugins``: path of the self-registering ``libtensorkiln_plugins_autoreg.so`` as the
+    server sees it (ONNX Runtime's ``trt_extra_plugin_lib_paths`` dlopens it into TensorRT's plugin registry).
     ``threads``: ONNX Runtime's intra-op threads per instance. ``max_generations``: generations one Python-backend
     instance runs at once (causal LMs)."""
 

@@ -275,7 +275,7 @@ def mean_batch(url: str, model: str) -> float | None:
     return int(stats.get("inference_count", 0)) / executions if executions else None
 
 
-def table(results: list[LoadResult]) -> str:
+def table(results: list[LoadResult], instances: int = 1) -> str:
     """Markdown: one row per model and path, each server row with its throughput against the local baseline's."""
     rows = ["| model | path | clients x requests | completed | failed | wall s | req/s | vs local | tokens/s | "
             "p50 ms | p99 ms | requests per execution |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -288,7 +288,7 @@ def table(results: list[LoadResult]) -> str:
                     f"{s['tokens_per_s'] or '-'} | {s['p50_ms']} | {s['p99_ms']} | {s['mean_batch'] or '-'} |")
     load1, load5, _ = os.getloadavg()
     rows.append(f"\n{os.cpu_count()} CPUs, load average {load1:.2f} / {load5:.2f} (1 / 5 min) after the run; "
-                "tritonserver 2.51 (nvidia-pytriton 0.7.0), Python backend, one model instance unless said, "
+                f"tritonserver 2.51 (nvidia-pytriton 0.7.0), Python backend, {instances} model instance(s), "
                 "127.0.0.1")
     return "\n".join(rows)
 
@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     for export_dir in args.exports:
         with tempfile.TemporaryDirectory(prefix="triton-load-") as workdir:
             results += measure(export_dir, Path(workdir), args)
-    print(table(results))
+    print(table(results, args.instances))
     for result in results:
         for failure in result.failures[:10]:
             print(f"{result.model}: {failure}", file=sys.stderr)
