@@ -68,7 +68,11 @@ def _staged(target: Path, build) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         build(staging)
-        os.replace(staging, target)
+        try:
+            os.replace(staging, target)
+        except OSError:
+            if not target.is_dir():  # another process finishing first is fine
+                raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
@@ -126,8 +130,11 @@ def prepare(cache: Path = CACHE) -> Installation:
     site = _staged(cache / f"site-{tag}", _site)
     link = cache / "tensorkiln-checkout" / "tensorkiln"
     link.mkdir(parents=True, exist_ok=True)
-    if not (link / "runtime").exists():
-        (link / "runtime").symlink_to(ROOT / "runtime", target_is_directory=True)
+    runtime = link / "runtime"  # this checkout's runtime/ as tensorkiln.runtime, always the current code
+    if runtime.is_symlink() and os.readlink(runtime) != str(ROOT / "runtime"):
+        runtime.unlink()  # the checkout moved
+    if not runtime.is_symlink():
+        runtime.symlink_to(ROOT / "runtime", target_is_directory=True)
     environment = {"LD_LIBRARY_PATH": os.pathsep.join(filter(None, [str(libpython),
                                                                      os.environ.get("LD_LIBRARY_PATH")])),
                    "PYTHONHOME": sys.base_prefix}
