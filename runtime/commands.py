@@ -1,4 +1,5 @@
-"""The ``kiln`` commands that need only the runtime (numpy + onnxruntime): ``info`` and ``triton``.
+"""The ``kiln`` commands that need only the runtime (numpy + onnxruntime): ``info`` and ``triton`` (which also
+needs Triton's protobuf schema, the extra ``tensorkiln[triton]``).
 
 The ``kiln`` program itself is assembled in ``export/cli.py``, the top layer, which adds the commands that need torch;
 each command here registers its arguments with :func:`add_commands` and imports nothing beyond the runtime, so it
@@ -11,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from . import manifest as mf
+from .errors import UsageError
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -43,15 +45,67 @@ def describe_export(manifest: mf.Manifest, folder: Path) -> str:
     return "\n".join(lines)
 
 
+def _gpu_ids(text: str | None) -> tuple[int, ...]:
+    if not text:
+        return ()
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise UsageError(f"--gpus takes device ids separated by commas (e.g. 0,1), got {text!r}") from None
+
+
 def cmd_triton(args: argparse.Namespace) -> int:
     from .triton import write_repository
+    from .triton_config import ServingOptions
 
-    target = write_repository(args.export_dir, args.repo_dir, name=args.name, max_batch_size=args.max_batch_size,
-                              instances=args.instances, kind="KIND_GPU" if args.gpu else "KIND_CPU",
-                              overwrite=args.overwrite)
-    print(f"wrote the Triton model {target.name!r} to {target} (serve with: tritonserver --model-repository "
-          f"{target.parent})")
+    options = ServingOptions(
+        backend=args.backend, max_batch_size=args.max_batch_size, max_queue_delay_us=args.max_queue_delay_us,
+        instances=args.instances, kind="KIND_GPU" if args.gpu or args.kind == "gpu" else "KIND_CPU",
+        gpus=_gpu_ids(args.gpus), accelerator=args.accelerator,
+        trt_precision=args.trt_precision.upper() if args.trt_precision else None, trt_plugins=args.trt_plugins,
+        trt_engine_cache=args.trt_engine_cache, threads=args.threads, max_generations=args.max_generations)
+    target = write_repository(args.export_dir, args.repo_dir, name=args.name, overwrite=args.overwrite,
+                              python_path=args.python_path, options=options)
+    print(f"wrote the Triton model {target.name!r} ({args.backend} backend) to {target} (serve with: tritonserver "
+          f"--model-repository {target.parent})")
     return 0
+
+
+def _add_triton_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("triton", help="write a Triton Inference Server model repository (ONNX Runtime or Python "
+                                      "backend)")
+    p.add_argument("export_dir", help="a folder written by `kiln export`")
+    p.add_argument("repo_dir", help="the model repository (created if absent); the model goes in REPO_DIR/NAME")
+    p.add_argument("--name", default=None, help="model name (default: <model_type>_<head>)")
+    p.add_argument("--backend", choices=("onnxruntime", "python"), default="onnxruntime",
+                   help="onnxruntime: the ONNX file in Triton's ONNX Runtime backend (default); python: the "
+                        "tensorkiln runtime in Triton's Python backend (causal LMs generate on the server)")
+    p.add_argument("--max-batch-size", type=int, default=8,
+                   help="Triton batching for encoders whose rows are independent (default 8; 0 turns it off)")
+    p.add_argument("--max-queue-delay-us", type=int, default=0,
+                   help="how long the dynamic batcher may hold a request to fill a batch (default 0)")
+    p.add_argument("--instances", type=int, default=1, help="model instances per device (default 1)")
+    p.add_argument("--kind", choices=("cpu", "gpu"), default="cpu", help="where instances run (default cpu)")
+    p.add_argument("--gpu", action="store_true", help="same as --kind gpu")
+    p.add_argument("--gpus", default=None, help="GPU ids for the instances, e.g. 0,1 (default: every GPU)")
+    p.add_argument("--accelerator", choices=("tensorrt", "cuda"), default=None,
+                   help="ONNX Runtime backend on GPUs: TensorRT or CUDA execution accelerator")
+    p.add_argument("--trt-precision", choices=("fp32", "fp16"), default=None,
+                   help="TensorRT precision (default: the export's)")
+    p.add_argument("--trt-plugins", default=None,
+                   help="path on the server of the self-registering plugin library "
+                        "(libtensorkiln_plugins_autoreg.so), for ONNX Runtime's TensorRT provider to load")
+    p.add_argument("--trt-engine-cache", default=None, help="folder on the server where TensorRT caches engines")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads per instance")
+    p.add_argument("--max-generations", type=int, default=4,
+                   help="python backend, causal LMs: generations one instance runs at once (default 4)")
+    p.add_argument("--python-path", action="append", default=None, metavar="DIR",
+                   help="python backend: a folder the server's Python puts first on sys.path to import tensorkiln, "
+                        "numpy<2 and onnxruntime (repeatable; default: where this tensorkiln, numpy and "
+                        "onnxruntime are installed)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace REPO_DIR/NAME if kiln triton wrote it; any other folder is refused")
+    p.set_defaults(func=cmd_triton)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -61,14 +115,4 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-check", action="store_true", help="skip checking every file's sha256 against the manifest")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("triton", help="write a Triton Inference Server model repository (ONNX Runtime backend)")
-    p.add_argument("export_dir", help="a folder written by `kiln export`")
-    p.add_argument("repo_dir", help="the model repository (created if absent); the model goes in REPO_DIR/NAME")
-    p.add_argument("--name", default=None, help="model name (default: <model_type>_<head>)")
-    p.add_argument("--max-batch-size", type=int, default=8,
-                   help="Triton batching for encoders whose rows are independent (default 8; 0 turns it off)")
-    p.add_argument("--instances", type=int, default=1, help="model instances per device (default 1)")
-    p.add_argument("--gpu", action="store_true", help="place instances on GPUs (KIND_GPU) instead of CPUs")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace REPO_DIR/NAME if kiln triton wrote it; any other folder is refused")
-    p.set_defaults(func=cmd_triton)
+    _add_triton_command(sub)

@@ -1,120 +1,110 @@
-"""A Triton Inference Server model repository from a ``kiln export`` folder (ONNX Runtime backend).
+"""A Triton Inference Server model repository from a ``kiln export`` folder. Torch-free.
 
-Torch-free. Writes ``REPO/NAME/config.pbtxt`` and ``REPO/NAME/1/model.onnx`` (with its external data, if any),
-plus the export's ``manifest.json`` and ``config.json`` beside the config for clients. Triton serves more load by
-replicas behind a load balancer (docs/ARCHITECTURE.md, "Serving").
+Two flavours (``ServingOptions.backend``), each written atomically (staged beside the target, renamed into place):
 
-Batching: encoders whose outputs do not depend on the other rows of a batch get ``max_batch_size`` and dynamic
-batching (Triton then merges requests of the same shape). Decoders with a cache keep ``max_batch_size: 0``
-(the client owns the cache tensors), and so does Nystromformer's HF-compatible pseudo-inverse, whose
-initialisation takes a max over the whole batch: merging requests would change their outputs.
+``onnxruntime``, for Triton's ONNX Runtime backend (NVIDIA's container)::
+
+    REPO/NAME/config.pbtxt
+    REPO/NAME/manifest.json, config.json      the export's, for clients
+    REPO/NAME/1/model.onnx (+ its external data)
+
+``python``, for Triton's Python backend running ``tensorkiln.runtime``::
+
+    REPO/NAME/config.pbtxt
+    REPO/NAME/1/model.py                      a copy of runtime/triton_python_model.py
+    REPO/NAME/1/tensorkiln.json               where the backend's interpreter finds tensorkiln (see model.py)
+    REPO/NAME/1/export/                       the export folder itself; its manifest is checked when it loads
+
+The configurations are built in runtime/triton_config.py from Triton's protobuf schema. Triton serves more load with
+more instances per server and more servers behind a load balancer (README, "Serving at scale").
 
 A hostile export cannot make it read or write outside its folders: every file is copied by a name checked inside
 the export and inside the new model folder (``runtime/paths.py``), the repository may not overlap the export, and
 ``overwrite`` replaces only a model folder this module wrote (its ``.kiln-folder.json`` marker).
-
-Triton does not apply the runtime's input rules: clients of a fixed-length graph pad to it themselves (the
-``tensorkiln.*`` parameters in the config say how), and masks default to nothing.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 import shutil
+import sys
+import sysconfig
 from pathlib import Path
 
 from . import manifest as mf
 from .atomic import MARKER_NAME, marker_problem, staged_folder, write_marker
-from .errors import UsageError
 from .jsonfile import read_json_object
 from .paths import refuse_overlap, resolve_inside
+from .triton_config import (
+    EXPORT_FOLDER,
+    TRITON_TYPES,
+    ServingOptions,
+    TritonError,
+    batch_independent,
+    onnxruntime_config,
+    python_config,
+    to_text,
+)
+from .version import package_version
 
-TRITON_TYPES = {"int64": "TYPE_INT64", "int32": "TYPE_INT32", "float32": "TYPE_FP32", "float16": "TYPE_FP16",
-                "bool": "TYPE_BOOL"}
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]+$")
 CONFIG_NAME = "config.pbtxt"
 #: Triton's version folder of the one model version written.
 VERSION = "1"
-#: Names in the model folder that the repository itself uses.
-RESERVED = (CONFIG_NAME, mf.MANIFEST_NAME, MARKER_NAME)
 #: The kind in the ``.kiln-folder.json`` marker of a model folder kiln triton wrote: what ``overwrite`` replaces.
 MARKER_KIND = "triton-model"
+#: The Python-backend model's files inside the version folder.
+PYTHON_MODEL = "model.py"
+PATH_NOTE = "tensorkiln.json"
+#: Files whose presence in an export means it carries a tokenizer (and so its server streams text too).
+TOKENIZER_FILES = ("tokenizer.json",)
+
+__all__ = ["TRITON_TYPES", "ServingOptions", "TritonError", "batch_independent", "install_paths",
+           "write_repository"]
 
 
-class TritonError(UsageError):
-    """A repository that cannot be written as asked."""
+def install_paths() -> list[str]:
+    """The folders an interpreter needs on ``sys.path`` to import ``tensorkiln.runtime`` and its dependencies as
+    this process does: the site folder holding tensorkiln (for an editable install, the one whose ``.pth`` file maps
+    it), numpy's and onnxruntime's."""
+    import numpy
+    import onnxruntime
+
+    runtime_dir = Path(__file__).resolve().parent
+    installed = runtime_dir.parent.name == "tensorkiln"
+    paths = [runtime_dir.parents[1] if installed else Path(sysconfig.get_paths()["purelib"])]
+    paths += [Path(module.__file__).resolve().parents[1] for module in (numpy, onnxruntime)]
+    return list(dict.fromkeys(str(p) for p in paths))
 
 
-def batch_independent(manifest: mf.Manifest, config: dict) -> bool:
-    """Whether a row's outputs are independent of the other rows in its batch (so requests may be merged)."""
-    if manifest.cache is not None:
-        return False
-    if manifest.model_type == "nystromformer" and manifest.length_rules.fixed_length is not None:
-        return bool(config.get("pinv_init_per_sample", False))
-    return True
+def copy_plan(export_dir: Path, manifest: mf.Manifest, backend: str) -> dict[str, Path]:
+    """Where each file of the export goes in the model folder -> its source, every source checked inside the export.
 
-
-def _dims(dims: tuple[mf.Dim, ...]) -> str:
-    return "[ " + ", ".join(str(d) if isinstance(d, int) else "-1" for d in dims) + " ]"
-
-
-def _tensor_block(tensors: tuple[mf.TensorInfo, ...], batched: bool) -> str:
-    """Entries of an input or output list; with Triton batching the leading batch dim is implicit."""
-    entries = []
-    for t in tensors:
-        dims = t.dims[1:] if batched else t.dims
-        entries.append(f'  {{\n    name: "{t.name}"\n    data_type: {TRITON_TYPES[t.dtype]}\n'
-                       f'    dims: {_dims(dims)}\n  }}')
-    return ",\n".join(entries)
-
-
-def config_pbtxt(manifest: mf.Manifest, config: dict, name: str, max_batch_size: int, instances: int,
-                 kind: str) -> str:
-    """The text of ``config.pbtxt`` (Triton's ModelConfig in protobuf text format)."""
-    batched = batch_independent(manifest, config) and max_batch_size > 0
-    rules = manifest.length_rules
-    parameters = {"tensorkiln.model_type": manifest.model_type, "tensorkiln.head": manifest.head,
-                  "tensorkiln.precision": manifest.precision, "tensorkiln.max_length": str(rules.max_length)}
-    if rules.fixed_length is not None:
-        parameters["tensorkiln.fixed_length"] = str(rules.fixed_length)
-        parameters["tensorkiln.pad_token_id"] = str(rules.pad_token_id)
-    lines = [
-        f'name: "{name}"',
-        'backend: "onnxruntime"',
-        f"max_batch_size: {max_batch_size if batched else 0}",
-        "input [",
-        _tensor_block(manifest.inputs, batched),
-        "]",
-        "output [",
-        _tensor_block(manifest.outputs, batched),
-        "]",
-        f"instance_group [\n  {{\n    count: {instances}\n    kind: {kind}\n  }}\n]",
-    ]
-    if batched:
-        lines.append("dynamic_batching { }")
-    for key, value in parameters.items():
-        lines.append(f'parameters {{\n  key: "{key}"\n  value: {{ string_value: "{value}" }}\n}}')
-    return "\n".join(lines) + "\n"
-
-
-def copy_plan(export_dir: Path, manifest: mf.Manifest) -> dict[str, Path]:
-    """Where each file of the export goes in the model folder -> its source: the model as ``1/model.onnx`` (Triton's
-    default name) with its external data beside it under the names the graph uses, every other file under its own
-    name. Every source is checked inside the export, every destination inside the model folder."""
+    ONNX Runtime flavour: the model as ``1/model.onnx`` (Triton's default name) with its external data beside it
+    under the names the graph uses, every other file beside the config. Python flavour: the export folder whole
+    under ``1/export``, its manifest included.
+    """
     model = mf.model_files(export_dir, manifest)
+    reserved = (CONFIG_NAME, mf.MANIFEST_NAME, MARKER_NAME)
     plan: dict[str, Path] = {}
     for name in sorted(manifest.files):
-        if name == manifest.model_file:
+        if backend == "python":
+            dest = f"{VERSION}/{EXPORT_FOLDER}/{name}"
+        elif name == manifest.model_file:
             dest = f"{VERSION}/{mf.MODEL_NAME}"
         elif name in model:
             dest = f"{VERSION}/{model[name]}"
         else:
             dest = name
-        top = dest.split("/")[0]
-        if dest in plan or dest in RESERVED or (top == VERSION and name not in model):
+        in_version = dest.split("/")[0] == VERSION
+        if dest in plan or dest in reserved or (backend != "python" and in_version and name not in model):
             raise TritonError(f"{str(export_dir)!r}: the file {name!r} would land on the repository's own {dest!r}; "
                               "re-export the model")
         plan[dest] = mf.file_path(export_dir, manifest, name)
+    manifest_dest = f"{VERSION}/{EXPORT_FOLDER}/{mf.MANIFEST_NAME}" if backend == "python" else mf.MANIFEST_NAME
+    plan[manifest_dest] = export_dir / mf.MANIFEST_NAME
     return plan
 
 
@@ -124,29 +114,42 @@ def ownership_problem(folder: Path) -> str | None:
     return marker_problem(folder, MARKER_KIND)
 
 
-def _check_request(name: str, max_batch_size: int, instances: int, kind: str) -> None:
-    if not isinstance(name, str) or not NAME_PATTERN.match(name) or name.startswith("."):
-        raise TritonError(f"model name {name!r} must use letters, digits, '_', '.' or '-' only, and not start with "
-                          "'.'")
-    for key, value, least in (("max_batch_size", max_batch_size, 0), ("instances", instances, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise TritonError(f"{key} must be an integer >= {least}, got {value!r}")
-    if kind not in ("KIND_CPU", "KIND_GPU"):
-        raise TritonError(f"kind must be KIND_CPU or KIND_GPU, got {kind!r}")
+def _python_model(version: Path, python_path: list[str]) -> None:
+    shutil.copyfile(Path(__file__).with_name("triton_python_model.py"), version / PYTHON_MODEL)
+    note = {"python_path": python_path, "python": "{}.{}".format(*sys.version_info[:2]),
+            "tensorkiln": package_version()}
+    (version / PATH_NOTE).write_text(json.dumps(note, indent=2) + "\n")
 
 
 def write_repository(export_dir: str | Path, repo_dir: str | Path, *, name: str | None = None,
-                     max_batch_size: int = 8, instances: int = 1, kind: str = "KIND_CPU",
-                     overwrite: bool = False) -> Path:
-    """Write ``repo_dir/name`` (atomically: staged and renamed into place); return its path. The repository may not
-    overlap the export, and ``overwrite`` replaces only a model folder kiln triton wrote (runtime/atomic.py)."""
+                     overwrite: bool = False, python_path: list[str] | None = None,
+                     options: ServingOptions | None = None, **fields) -> Path:
+    """Write ``repo_dir/name`` for Triton and return its path.
+
+    ``options`` (or its fields as keywords: ``backend``, ``max_batch_size``, ``instances``, ``kind``, ...) say how
+    Triton serves it; see :class:`~tensorkiln.runtime.triton_config.ServingOptions`. ``python_path`` (Python
+    backend): folders the server's interpreter puts first on ``sys.path`` to import tensorkiln, numpy and
+    onnxruntime (default: :func:`install_paths`, where this process imports them from).
+    """
+    try:
+        options = dataclasses.replace(options or ServingOptions(), **fields)
+    except TypeError as exc:
+        raise TritonError(f"unknown serving option: {exc}") from None
+    options.check()
     export_dir = Path(export_dir)
     manifest = mf.read_manifest(export_dir)
-    plan = copy_plan(export_dir, manifest)
+    plan = copy_plan(export_dir, manifest, options.backend)
     config = read_json_object(mf.file_path(export_dir, manifest, manifest.config_file), error=mf.ManifestError,
                               what="the export's config")
     name = name or f"{manifest.model_type.replace('-', '_')}_{manifest.head.lower()}"
-    _check_request(name, max_batch_size, instances, kind)
+    if not isinstance(name, str) or not NAME_PATTERN.match(name) or name.startswith("."):
+        raise TritonError(f"model name {name!r} must use letters, digits, '_', '.' or '-' only, and not start with "
+                          "'.'")
+    if options.backend == "python":
+        has_tokenizer = any(Path(f).name in TOKENIZER_FILES for f in manifest.files)
+        model_config = python_config(manifest, config, name, options, has_tokenizer=has_tokenizer)
+    else:
+        model_config = onnxruntime_config(manifest, config, name, options)
     repo = Path(repo_dir)
     refuse_overlap(repo, "the model repository", export_dir, "the export", TritonError)
     target = repo / name
@@ -157,7 +160,8 @@ def write_repository(export_dir: str | Path, repo_dir: str | Path, *, name: str 
             path.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, path)
         (tmp / VERSION).mkdir(exist_ok=True)
-        shutil.copyfile(export_dir / mf.MANIFEST_NAME, tmp / mf.MANIFEST_NAME)
-        (tmp / CONFIG_NAME).write_text(config_pbtxt(manifest, config, name, max_batch_size, instances, kind))
+        if options.backend == "python":
+            _python_model(tmp / VERSION, install_paths() if python_path is None else [str(p) for p in python_path])
+        (tmp / CONFIG_NAME).write_text(to_text(model_config))
         write_marker(tmp, MARKER_KIND)
     return target

@@ -1,7 +1,8 @@
 """``kiln`` on the runtime-only install (``pip install tensorkiln``: numpy + onnxruntime, no torch).
 
 Runtime commands (``--version``, ``presets``, ``info``, ``triton``) work and import no torch; every torch command
-prints the install hint as one line and exits 2, never a traceback. The fast tests hide the export extra's modules
+prints the install hint as one line and exits 2, never a traceback, and so does ``triton`` without its extra
+(``tensorkiln[triton]``: Triton's protobuf schema). The fast tests hide the export extra's modules
 from a fresh interpreter (a ``None`` entry in ``sys.modules`` is how Python spells "not installed"); the slow test
 installs the package into a new virtual environment without torch and runs the real ``kiln`` program.
 """
@@ -18,6 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 EXPORT_EXTRA = ("torch", "safetensors", "onnx", "onnxscript", "onnx_ir", "polygraphy", "tqdm", "transformers")
 HINT = "pip install 'tensorkiln[export]'"
+TRITON_HINT = "pip install 'tensorkiln[triton]'"
 TORCH_COMMANDS = [
     ["export", "ckpt", "out"],
     ["parity", "ckpt", "out"],
@@ -27,10 +29,11 @@ TORCH_COMMANDS = [
 ]
 
 
-def _kiln_without_export_extra(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def _kiln_without_export_extra(args: list[str], cwd: Path, hidden: tuple[str, ...] = EXPORT_EXTRA
+                               ) -> subprocess.CompletedProcess:
     code = (
         "import sys\n"
-        f"for name in {EXPORT_EXTRA!r}:\n"
+        f"for name in {hidden!r}:\n"
         "    sys.modules[name] = None\n"
         "from tensorkiln.export.cli import main\n"
         f"status = main({args!r})\n"
@@ -62,6 +65,16 @@ def test_runtime_commands_work_without_torch(exports, tmp_path):
     assert (tmp_path / "repo" / "mra_forsequenceclassification" / "config.pbtxt").is_file()
 
 
+def test_triton_without_its_extra_prints_the_install_hint(exports, tmp_path):
+    """`kiln triton` builds config.pbtxt from tritonclient's protobuf schema (the extra tensorkiln[triton])."""
+    _, out = exports.get("mra", "ForSequenceClassification")
+    result = _kiln_without_export_extra(["triton", str(out), str(tmp_path / "repo")], tmp_path,
+                                        EXPORT_EXTRA + ("tritonclient",))
+    assert result.returncode == 2 and TRITON_HINT in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert not (tmp_path / "repo").exists()  # nothing written
+
+
 @pytest.mark.slow
 def test_real_runtime_only_install(exports, tmp_path):
     """``pip install .`` into a fresh venv (PyPI's numpy and onnxruntime, no torch), then the real ``kiln``."""
@@ -81,6 +94,8 @@ def test_real_runtime_only_install(exports, tmp_path):
     assert run("presets").returncode == 0
     info = run("info", str(out))
     assert info.returncode == 0 and "MraForSequenceClassification" in info.stdout, info.stderr
+    triton = run("triton", str(out), str(tmp_path / "repo"))
+    assert triton.returncode == 2 and TRITON_HINT in triton.stderr and "Traceback" not in triton.stderr
     for args in TORCH_COMMANDS:
         result = run(*args)
         assert result.returncode == 2 and HINT in result.stderr and "Traceback" not in result.stderr, result.stderr
