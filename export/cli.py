@@ -105,7 +105,8 @@ def cmd_parity(args: argparse.Namespace) -> int:
     from .parity import check_report_dir, run_parity, to_markdown, write_report
 
     folder = check_report_dir(args.report, args.export_dir)
-    report = run_parity(args.checkpoint_dir, args.export_dir, shapes=args.shapes, seed=args.seed)
+    report = run_parity(args.checkpoint_dir, args.export_dir, shapes=args.shapes, seed=args.seed,
+                        kernels=args.kernels)
     write_report(report, folder)
     print(to_markdown(report), end="")
     print(f"kiln parity: {report.status}; report in {folder}", file=sys.stderr)
@@ -162,6 +163,13 @@ def _add_reference_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch and ORT (default: their choice)")
 
 
+def _add_kernels_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kernels", choices=("auto", "native", "function"), default="auto",
+                        help="how ONNX Runtime runs the custom nodes (MraAttention, MegaEma): native kernels of "
+                             "libtensorkiln_ort.so (`kiln build-kernels`), their function bodies, or auto: native "
+                             "where built (default)")
+
+
 def _add_export_commands(sub: argparse._SubParsersAction) -> None:
     p = _torch_command(sub, "export", cmd_export,
                        help="export a checkpoint to ONNX (model.onnx + manifest.json), checked with ORT")
@@ -189,6 +197,7 @@ def _add_export_commands(sub: argparse._SubParsersAction) -> None:
                    help="where to write parity.json and parity.md (default: EXPORT_DIR/../<name>-parity)")
     p.add_argument("--shapes", type=int, default=None, help="check only the first N input shapes (default: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    _add_kernels_option(p)
 
     p = _torch_command(sub, "bench", cmd_bench, help="latency, throughput, FLOP/s vs the sgemm peak, generation and "
                                                      "memory: the reference, ONNX Runtime and HF eager on this machine")

@@ -123,9 +123,12 @@ def _install(built: Path, destination: Path, record: dict[str, Any]) -> None:
 
 
 def build_kernels(*, cuda: str = "auto", ort_include: Path | None = None, destination: Path | None = None,
-                  jobs: int | None = None, warnings_as_errors: bool = False, log: Log = print) -> Path:
-    """Build and install the library; returns where it was installed. Raises BackendUnavailableError when a tool,
-    the headers or the sources are missing, or the build fails (with the compiler's last lines)."""
+                  jobs: int | None = None, warnings_as_errors: bool = False, cache: Path | None = None,
+                  log: Log = print) -> Path:
+    """Build and install the library; returns where it was installed (default: where the runtime looks). ``cache``
+    holds the fetched headers and the build tree (default: the runtime's cache folder). Raises
+    BackendUnavailableError when a tool, the headers or the sources are missing, or the build fails (with the
+    compiler's last lines)."""
     plugins = native.PLUGINS_DIR
     if not (plugins / "sources.json").is_file():
         raise BackendUnavailableError(f"`{native.BUILD_COMMAND}` builds from a source checkout's plugins/ folder, "
@@ -135,8 +138,9 @@ def build_kernels(*, cuda: str = "auto", ort_include: Path | None = None, destin
     with_cuda = wants_cuda(cuda)
     given = ort_include or (Path(os.environ["ONNXRUNTIME_INCLUDE_DIR"]) if os.environ.get("ONNXRUNTIME_INCLUDE_DIR")
                             else None)
-    include_dir = ort_headers.ort_headers(native.cache_dir() / "onnxruntime-headers", given, log)
-    build = native.cache_dir() / "build" / ("ort-cuda" if with_cuda else "ort-cpu")
+    cache = cache or native.cache_dir()
+    include_dir = ort_headers.ort_headers(cache / "onnxruntime-headers", given, log)
+    build = cache / "build" / ("ort-cuda" if with_cuda else "ort-cpu")
     log(f"building {native.LIBRARY_NAME} ({'CPU + CUDA' if with_cuda else 'CPU'} kernels, ONNX Runtime API "
         f"{ort_headers.api_version(include_dir)} headers) in {build}")
     _run_step("CMake configure", [cmake, "-G", "Ninja", "-S", str(plugins), "-B", str(build),
