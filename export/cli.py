@@ -121,7 +121,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
              "presets": tuple(args.presets or ()), "models": tuple(args.models or ()),
              "batches": args.batch and tuple(args.batch), "seqs": args.seq and tuple(args.seq),
              "repeats": args.repeats, "warmup": args.warmup, "prompt": args.prompt, "new_tokens": args.new_tokens,
-             "mra_preset": args.mra_preset, "sgemm_size": args.sgemm_size}
+             "mra_preset": args.mra_preset, "sgemm_size": args.sgemm_size, "kernels": args.kernels}
     given = {k: v for k, v in given.items() if v is not None}  # unset options keep the (quick) defaults
     options = BenchOptions.quick_run(**given) if args.quick else BenchOptions(**given)
     if options.threads < 1 or options.repeats < 1 or options.warmup < 1:
@@ -216,8 +216,9 @@ def _add_export_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mra-preset", default=None, help="the MRA preset of the MRA-vs-dense section "
                                                       "(default mra-base-4096-8, at its full length)")
     p.add_argument("--sgemm-size", type=int, default=None, help="n of the n x n sgemm peak (default 4096)")
-    p.add_argument("--skip", nargs="+", default=[], choices=("hf", "memory", "generation", "mra-dense"),
-                   help="sections to leave out")
+    p.add_argument("--skip", nargs="+", default=[],
+                   choices=("hf", "memory", "generation", "mra-dense", "native"), help="sections to leave out")
+    _add_kernels_option(p)
     p.add_argument("--ort-fusions", action="store_true",
                    help="also time the export after ONNX Runtime's transformer optimizer (onnxruntime.transformers)")
     p.add_argument("--work", default="kiln-bench", help="where checkpoints and exports are built (default kiln-bench)")
