@@ -167,3 +167,20 @@ def test_library_exports_only_register_custom_ops_and_needs_no_libonnxruntime(na
     info = native.read_build_info(native_library)
     assert info["sources_sha256"] == native.sources_digest() and info["ort_api_version"] >= 17
     assert native.probe(native_library)["cpu_isa"] in ("avx2+fma", "portable")
+
+
+def test_only_the_avx2_translation_unit_gets_avx2_flags(native_library):
+    """sources.json's cpu_avx2 group is compiled with -mavx2 -mfma, every other source with the baseline flags, so
+    the library runs on any x86-64 CPU and dispatches at run time."""
+    from native_library import CACHE
+
+    groups = json.loads((native.PLUGINS_DIR / "sources.json").read_text())
+    ninja = (CACHE / "build" / "ort-cpu" / "build.ninja").read_text()
+    compiled = {}
+    for block in ninja.split("\nbuild ")[1:]:
+        head = block.splitlines()[0]
+        for name in groups["cpu"] + groups["cpu_avx2"] + groups["ort"]:
+            if head.endswith(f"{name}") or f" {native.PLUGINS_DIR / name}" in head:
+                compiled[name] = "-mavx2" in block and "-mfma" in block
+    assert set(compiled) == set(groups["cpu"] + groups["cpu_avx2"] + groups["ort"])
+    assert {name for name, avx2 in compiled.items() if avx2} == set(groups["cpu_avx2"])
