@@ -184,3 +184,28 @@ def test_only_the_avx2_translation_unit_gets_avx2_flags(native_library):
                 compiled[name] = "-mavx2" in block and "-mfma" in block
     assert set(compiled) == set(groups["cpu"] + groups["cpu_avx2"] + groups["ort"])
     assert {name for name, avx2 in compiled.items() if avx2} == set(groups["cpu_avx2"])
+
+
+def test_kiln_build_kernels_installs_where_asked(native_library, monkeypatch, tmp_path, capsys):
+    """The documented command, sharing the session build's cache (headers and build tree: nothing recompiles)."""
+    from native_library import CACHE
+
+    monkeypatch.setenv(native.ENV_CACHE, str(CACHE))
+    target = tmp_path / "lib" / native.LIBRARY_NAME
+    assert kiln(["build-kernels", "--cuda", "off", "--out", str(target)]) == 0
+    stdout = capsys.readouterr().out
+    assert f"installed {target}" in stdout and f"{native.ENV_LIBRARY}={target}" in stdout
+    assert native.read_build_info(target)["cuda"] is False
+    assert native.probe(target)["cuda"] == "0"
+
+
+@pytest.mark.slow
+def test_headers_from_npm(tmp_path):
+    """The fallback source of ORT's headers: the npm package's iOS framework headers (150 MB download)."""
+    from tensorkiln.runtime import ort_headers
+
+    if shutil.which("npm") is None:
+        pytest.skip("needs npm")
+    folder = ort_headers._fetch_into(tmp_path, "npm", ort_headers._fetch_npm, log=lambda message: None)
+    assert (folder / ort_headers.HEADER).is_file() and ort_headers.api_version(folder) >= 17
+    assert ort_headers.ort_headers(tmp_path, log=lambda message: None) in (tmp_path / "debian", folder)
