@@ -23,7 +23,7 @@ using plugin::FieldType;
 
 //! Below this many flops a chunk is not worth waking a pool thread for (a wake-up costs a few microseconds).
 constexpr double kMIN_FLOPS_PER_CHUNK = 32768.0;
-//! Enough chunks for ORT to balance them over any intra-op pool; ORT groups them into one batch per thread.
+//! Enough chunks for ORT to balance them over any intra-op pool: its threads claim them one at a time.
 constexpr int64_t kMAX_CHUNKS = 256;
 
 //! Release an OrtStatus the caller only wants to know the absence of.
@@ -277,7 +277,8 @@ cpu::ParallelFor ortParallelFor(Ort::KernelContext& context)
         }
         ChunkedTask chunked(count, chunks, task);
 #if ORT_API_VERSION >= 17
-        // num_batch 0: ORT splits the chunks over its intra-op threads (serially where it has no pool).
+        // num_batch 0: ORT's threads take the chunks one at a time (dynamic balance for uneven rows); without an
+        // intra-op pool the calling thread runs them all.
         context.ParallelFor(&runChunk, static_cast<std::size_t>(chunks), 0, &chunked);
 #else
         static_cast<void>(context);
