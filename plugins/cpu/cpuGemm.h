@@ -59,6 +59,18 @@ static inline void zeroBlock(VecF (&acc)[kMR][kNV]) noexcept
 }
 
 template <int kMR, int kNV>
+static inline void loadBlock(float const* c, int64_t ldc, VecF (&acc)[kMR][kNV]) noexcept
+{
+    for (int r = 0; r < kMR; ++r)
+    {
+        for (int v = 0; v < kNV; ++v)
+        {
+            acc[r][v] = vload(c + r * ldc + v * kVEC_F);
+        }
+    }
+}
+
+template <int kMR, int kNV>
 static inline void storeBlock(float* c, int64_t ldc, VecF const (&acc)[kMR][kNV]) noexcept
 {
     for (int r = 0; r < kMR; ++r)

@@ -88,50 +88,59 @@ static inline void tileScores(float const* keys, float const* queryT, int64_t di
     storeBlock(scoresT + kMAIN_EXTENT * kMRA_BLOCK, kMRA_BLOCK, acc);
 }
 
-//! Rows [i0, i0 + kMR) x columns [d0, d0 + 8 kNV) of O (32 queries x Dp) = sum over the row's tiles of P_j V_j,
-//! with P^T (keys x 32 queries) in s.scoresT.
+//! Rows [i0, i0 + kMR) x columns [d0, d0 + 8 kNV) of O (32 queries x Dp) += P_j V_j for tile j, with P^T
+//! (keys x 32 queries) in s.scoresT. O is read and written per tile so that V_j and P_j stay in L1 meanwhile.
 template <int kMR, int kNV>
-static inline void probsTimesValues(MraPlan const& plan, RowScratch const& s, int64_t tiles, int64_t i0,
-    int64_t d0) noexcept
+static inline void probsTimesValues(
+    MraPlan const& plan, RowScratch const& s, int64_t j, bool first, int64_t i0, int64_t d0) noexcept
 {
     VecF acc[kMR][kNV];
-    zeroBlock(acc);
-    for (int64_t j = 0; j < tiles; ++j)
+    float* out = s.outTile + i0 * plan.paddedDim + d0;
+    if (first)
     {
-        gemmBlock(s.scoresT + j * kMRA_BLOCK * kMRA_BLOCK + i0, 1, kMRA_BLOCK, s.valueSources[j] + d0,
-            s.valueStrides[j], kMRA_BLOCK, acc);
+        zeroBlock(acc);
     }
-    storeBlock(s.outTile + i0 * plan.paddedDim + d0, plan.paddedDim, acc);
+    else
+    {
+        loadBlock(out, plan.paddedDim, acc);
+    }
+    gemmBlock(s.scoresT + j * kMRA_BLOCK * kMRA_BLOCK + i0, 1, kMRA_BLOCK, s.valueSources[j] + d0,
+        s.valueStrides[j], kMRA_BLOCK, acc);
+    storeBlock(out, plan.paddedDim, acc);
 }
 
-//! O = P V for the whole block row: 6 x 16 blocks, then the last two queries 2 x 32 (2 x 16, 2 x 8 at the end).
+//! O = P V for the whole block row, tile by tile: 6 x 16 blocks, then the last two queries 2 x 32 (2 x 16, 2 x 8).
 static inline void outputTile(MraPlan const& plan, RowScratch const& s, int64_t tiles) noexcept
 {
     int64_t const paddedDim = plan.paddedDim;
-    for (int64_t i0 = 0; i0 < kMAIN_EXTENT; i0 += kMAIN_ROWS)
+    for (int64_t j = 0; j < tiles; ++j)
     {
+        bool const first = j == 0;
+        for (int64_t i0 = 0; i0 < kMAIN_EXTENT; i0 += kMAIN_ROWS)
+        {
+            int64_t d0 = 0;
+            for (; d0 + 2 * kVEC_F <= paddedDim; d0 += 2 * kVEC_F)
+            {
+                probsTimesValues<kMAIN_ROWS, 2>(plan, s, j, first, i0, d0);
+            }
+            if (d0 < paddedDim)
+            {
+                probsTimesValues<kMAIN_ROWS, 1>(plan, s, j, first, i0, d0);
+            }
+        }
         int64_t d0 = 0;
+        for (; d0 + 4 * kVEC_F <= paddedDim; d0 += 4 * kVEC_F)
+        {
+            probsTimesValues<2, 4>(plan, s, j, first, kMAIN_EXTENT, d0);
+        }
         for (; d0 + 2 * kVEC_F <= paddedDim; d0 += 2 * kVEC_F)
         {
-            probsTimesValues<kMAIN_ROWS, 2>(plan, s, tiles, i0, d0);
+            probsTimesValues<2, 2>(plan, s, j, first, kMAIN_EXTENT, d0);
         }
         if (d0 < paddedDim)
         {
-            probsTimesValues<kMAIN_ROWS, 1>(plan, s, tiles, i0, d0);
+            probsTimesValues<2, 1>(plan, s, j, first, kMAIN_EXTENT, d0);
         }
-    }
-    int64_t d0 = 0;
-    for (; d0 + 4 * kVEC_F <= paddedDim; d0 += 4 * kVEC_F)
-    {
-        probsTimesValues<2, 4>(plan, s, tiles, kMAIN_EXTENT, d0);
-    }
-    for (; d0 + 2 * kVEC_F <= paddedDim; d0 += 2 * kVEC_F)
-    {
-        probsTimesValues<2, 2>(plan, s, tiles, kMAIN_EXTENT, d0);
-    }
-    if (d0 < paddedDim)
-    {
-        probsTimesValues<2, 1>(plan, s, tiles, kMAIN_EXTENT, d0);
     }
 }
 

@@ -1,8 +1,9 @@
 """ctypes access to the CPU kernels of plugins/cpu through their test shim (cpuKernelsCApi.cpp), for
 tests/test_cpu_kernels.py and scripts/bench_cpu_kernels.py. numpy only.
 
-:func:`build` compiles the kernels and the shim into one shared library with g++, as CMake builds them: C++17, -O3,
-warnings as errors, cpuKernelsAvx2.cpp alone with -mavx2 -mfma (x86-64), every other file with the baseline flags.
+:func:`build` compiles the kernels and the shim into one shared library with g++, as CMake builds them from the same
+lists in plugins/sources.json: C++17, -O3, warnings as errors, the "cpu_avx2" group alone with -mavx2 -mfma (x86-64),
+the "cpu" and "cpu_testing" groups with the baseline flags.
 :class:`CpuKernels` loads it and takes numpy arrays; an error status of a kernel becomes a RuntimeError with the
 kernel's message.
 """
@@ -10,19 +11,15 @@ kernel's message.
 from __future__ import annotations
 
 import ctypes
+import json
 import platform
 import subprocess
 from pathlib import Path
 
 import numpy as np
 
-CPU_DIR = Path(__file__).resolve().parent.parent
-PLUGINS_DIR = CPU_DIR.parent
-#: Sources compiled with the target's baseline flags.
-PORTABLE_SOURCES = ("threadPool.cpp", "cpuDispatch.cpp", "mraAttention.cpp", "megaEma.cpp", "cpuKernelsPortable.cpp",
-                    "testing/cpuKernelsCApi.cpp")
-#: The one source compiled for AVX2 and FMA (x86-64 only), and its extra flags.
-AVX2_SOURCE = "cpuKernelsAvx2.cpp"
+PLUGINS_DIR = Path(__file__).resolve().parent.parent.parent
+#: Extra flags of the "cpu_avx2" sources (x86-64 only).
 AVX2_FLAGS = ("-mavx2", "-mfma")
 COMMON_FLAGS = ("-std=c++17", "-O3", "-Wall", "-Wextra", "-Werror", "-fPIC")
 LIBRARY_NAME = "libtensorkiln_cpu_kernels_test.so"
@@ -35,8 +32,9 @@ def is_x86() -> bool:
 def build(out_dir: Path, compiler: str = "g++") -> Path:
     """Compile plugins/cpu and the shim into ``out_dir``/LIBRARY_NAME; RuntimeError with the compiler's output."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    jobs = [(CPU_DIR / source, ()) for source in PORTABLE_SOURCES]
-    jobs.append((CPU_DIR / AVX2_SOURCE, AVX2_FLAGS if is_x86() else ()))
+    groups = json.loads((PLUGINS_DIR / "sources.json").read_text())
+    jobs = [(PLUGINS_DIR / source, ()) for source in groups["cpu"] + groups["cpu_testing"]]
+    jobs += [(PLUGINS_DIR / source, AVX2_FLAGS if is_x86() else ()) for source in groups["cpu_avx2"]]
     objects, running = [], []
     for source, extra in jobs:
         target = out_dir / (source.stem + ".o")
