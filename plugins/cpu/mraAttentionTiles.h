@@ -52,9 +52,10 @@ static inline float const* valueBlock(MraPlan const& plan, int64_t bh, int64_t c
     return plan.value + (bh * plan.length + col * kMRA_BLOCK) * plan.headDim;
 }
 
+//! One block row's working memory, carved from the caller's per-thread scratch (carveScratch).
 struct RowScratch
 {
-    float* scoresT;
+    float* scoresT; //!< (tiles x 32 keys, 32 queries): S^T, then P^T
     float* queryT;
     float* outTile;
     float* weights;

@@ -124,20 +124,21 @@ void ThreadPool::workerMain()
         Loop* loop = nullptr;
         {
             std::unique_lock<std::mutex> lock(mMutex);
-            mWake.wait(lock, [&] { return mStop || mGeneration != seen; });
+            mWake.wait(lock, [&] { return mStop || (mLoop != nullptr && mGeneration != seen); });
             if (mStop)
             {
                 return;
             }
             seen = mGeneration;
             loop = mLoop;
+            ++mActive; // the caller waits for this worker before the loop (on its stack) goes away
         }
         {
             InsideGuard inside(this);
             drain(*loop);
         }
         std::lock_guard<std::mutex> lock(mMutex);
-        if (--mBusy == 0)
+        if (--mActive == 0)
         {
             mDone.notify_all();
         }
@@ -168,7 +169,6 @@ void ThreadPool::run(int64_t count, double cost, std::function<void(int64_t, int
     {
         std::lock_guard<std::mutex> lock(mMutex);
         mLoop = &loop;
-        mBusy = static_cast<int>(mWorkers.size());
         ++mGeneration;
     }
     mWake.notify_all();
@@ -177,8 +177,10 @@ void ThreadPool::run(int64_t count, double cost, std::function<void(int64_t, int
         drain(loop);
     }
     {
+        // Every chunk is claimed now: wait for the workers still running one, not for those that never woke (on a
+        // loaded machine a sleeping worker may not run for milliseconds). Late ones find mLoop cleared.
         std::unique_lock<std::mutex> lock(mMutex);
-        mDone.wait(lock, [&] { return mBusy == 0; });
+        mDone.wait(lock, [&] { return mActive == 0; });
         mLoop = nullptr;
     }
     if (loop.error)

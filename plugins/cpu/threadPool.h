@@ -4,8 +4,9 @@
  *
  * ThreadPool keeps `threads - 1` workers alive and runs each parallel loop on them plus the calling thread; items
  * are handed out in small chunks from a shared counter, so uneven items (MRA block rows with different numbers of
- * selected tiles) balance themselves. One loop runs at a time per pool; a loop called from inside a task of the same
- * pool runs serially on the calling thread rather than deadlock.
+ * selected tiles) balance themselves, and the caller never waits for a worker that has not woken up yet (it takes
+ * the chunks itself). One loop runs at a time per pool; a loop called from inside a task of the same pool runs
+ * serially on the calling thread rather than deadlock.
  */
 #pragma once
 
@@ -53,7 +54,7 @@ private:
     std::mutex mRunMutex; //!< one loop at a time
     Loop* mLoop{nullptr};
     uint64_t mGeneration{0};
-    int mBusy{0};
+    int mActive{0}; //!< workers inside the current loop
     bool mStop{false};
 };
 
