@@ -3,15 +3,16 @@
 softmax attention (torch SDPA) on the same q, k, v; MegaEma at mega-base-wikitext's sizes against the torch op (an
 FFT convolution). The ONNX Runtime figures (the native node vs its function body, end to end) are ``kiln bench``'s.
 
-Run: ``python scripts/bench_cpu_kernels.py [--threads 2] [--repeats 5] [--lengths 512 2048 4096 16384]
-[--isa avx2+fma|portable] [--json FILE]``. Prints markdown tables; every figure is the median of alternating runs
-after an untimed one, all on ``--threads`` threads (the kernels' std::thread pool, torch's intra-op threads, the
-BLAS of the sgemm peak). MRA's GFLOP/s are on the FLOPs its selected blocks and low-resolution part count
-(export/bench/flops.py's ``mra_flops``), dense attention's on 4 B H L^2 D, against this machine's fp32 sgemm peak
-(export/bench/peak.py: the best of numpy, torch and ORT 4096 x 4096 matmuls, each pinned to the same threads). The
-EMA's GB/s are on the bytes it must move (x read, output and final state written, parameters read once), against
-numpy's copy bandwidth; the scan is compute-bound (two fp64 FMAs per step, channel and EMA dimension), so its
-GFLOP/s are printed too. The machine is shared: the load average is printed with the figures.
+Run: ``python scripts/bench_cpu_kernels.py [--threads 2] [--repeats 5] [--lengths 512 2048 4096 16384] [--isa
+avx2+fma|portable] [--json FILE]``. Prints markdown tables; every figure is the median of back-to-back runs after an
+untimed one (see _median_ms for why not alternated), all on ``--threads`` threads (the kernels' std::thread pool,
+torch's intra-op threads, the BLAS of the sgemm peak). MRA's GFLOP/s are on the FLOPs its selected blocks and low-
+resolution part count (export/bench/flops.py's ``mra_flops``), dense attention's on 4 B H L^2 D, against this
+machine's fp32 sgemm peak (export/bench/peak.py: the best of numpy, torch and ORT 4096 x 4096 matmuls, each pinned
+to the same threads). The EMA's GB/s are on the bytes it must move (x read, output and final state written,
+parameters read once), against numpy's copy bandwidth; the scan is compute-bound (two fp64 FMAs per step, channel
+and EMA dimension), so its GFLOP/s are printed too. The machine is shared: the load average is printed with the
+figures.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -44,9 +46,15 @@ import cpu_kernels_capi  # noqa: E402
 
 
 def _median_ms(calls: dict, repeats: int) -> dict[str, float]:
-    for call in calls.values():
+    """Median ms of each call, its runs back to back after an untimed one, a pause between calls. Not alternated:
+    torch's OpenMP threads keep spinning for a while after each torch call and take the second core from whatever
+    runs next (measured: the native MRA 27 ms alone, 30-40 ms right after an SDPA call)."""
+    out = {}
+    for name, call in calls.items():
+        time.sleep(0.5)
         call()  # untimed: first-touch allocations, thread start-up
-    return {name: 1e3 * statistics.median(times) for name, times in alternate(calls, repeats).items()}
+        out[name] = 1e3 * statistics.median(alternate({name: call}, repeats)[name])
+    return out
 
 
 def _max_abs(a, b) -> float:
