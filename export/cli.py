@@ -106,7 +106,8 @@ def cmd_parity(args: argparse.Namespace) -> int:
     from .parity import check_report_dir, run_parity, to_markdown, write_report
 
     folder = check_report_dir(args.report, args.export_dir, args.checkpoint_dir)
-    report = run_parity(args.checkpoint_dir, args.export_dir, shapes=args.shapes, seed=args.seed)
+    report = run_parity(args.checkpoint_dir, args.export_dir, shapes=args.shapes, seed=args.seed,
+                        kernels=args.kernels)
     write_report(report, folder)
     print(to_markdown(report), end="")
     print(f"kiln parity: {report.status}; report in {folder}", file=sys.stderr)
@@ -121,7 +122,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
              "presets": tuple(args.presets or ()), "models": tuple(args.models or ()),
              "batches": args.batch and tuple(args.batch), "seqs": args.seq and tuple(args.seq),
              "repeats": args.repeats, "warmup": args.warmup, "prompt": args.prompt, "new_tokens": args.new_tokens,
-             "mra_preset": args.mra_preset, "sgemm_size": args.sgemm_size}
+             "mra_preset": args.mra_preset, "sgemm_size": args.sgemm_size, "kernels": args.kernels}
     given = {k: v for k, v in given.items() if v is not None}  # unset options keep the (quick) defaults
     options = BenchOptions.quick_run(**given) if args.quick else BenchOptions(**given)
     if options.threads < 1 or options.repeats < 1 or options.warmup < 1:
@@ -164,6 +165,13 @@ def _add_reference_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch and ORT (default: their choice)")
 
 
+def _add_kernels_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kernels", choices=("auto", "native", "function"), default="auto",
+                        help="how ONNX Runtime runs the custom nodes (MraAttention, MegaEma): native kernels of "
+                             "libtensorkiln_ort.so (`kiln build-kernels`), their function bodies, or auto: native "
+                             "where built (default)")
+
+
 def _add_export_commands(sub: argparse._SubParsersAction) -> None:
     p = _torch_command(sub, "export", cmd_export,
                        help="export a checkpoint to ONNX (model.onnx + manifest.json), checked with ORT")
@@ -194,6 +202,7 @@ def _add_export_commands(sub: argparse._SubParsersAction) -> None:
                    help="where to write parity.json and parity.md (default: EXPORT_DIR/../<name>-parity)")
     p.add_argument("--shapes", type=int, default=None, help="check only the first N input shapes (default: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    _add_kernels_option(p)
 
     p = _torch_command(sub, "bench", cmd_bench, help="latency, throughput, FLOP/s vs the sgemm peak, generation and "
                                                      "memory: the reference, ONNX Runtime and HF eager on this machine")
@@ -212,8 +221,9 @@ def _add_export_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mra-preset", default=None, help="the MRA preset of the MRA-vs-dense section "
                                                       "(default mra-base-4096-8, at its full length)")
     p.add_argument("--sgemm-size", type=int, default=None, help="n of the n x n sgemm peak (default 4096)")
-    p.add_argument("--skip", nargs="+", default=[], choices=("hf", "memory", "generation", "mra-dense"),
-                   help="sections to leave out")
+    p.add_argument("--skip", nargs="+", default=[],
+                   choices=("hf", "memory", "generation", "mra-dense", "native"), help="sections to leave out")
+    _add_kernels_option(p)
     p.add_argument("--ort-fusions", action="store_true",
                    help="also time the export after ONNX Runtime's transformer optimizer (onnxruntime.transformers)")
     p.add_argument("--work", default="kiln-bench", help="where checkpoints and exports are built (default kiln-bench)")

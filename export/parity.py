@@ -241,8 +241,11 @@ def _check_pair(checkpoint_dir: Path, manifest: mf.Manifest, export_config: dict
 
 
 def run_parity(checkpoint_dir: str | os.PathLike, export_dir: str | os.PathLike, *, shapes: int | None = None,
-               seed: int = 0, backend: str = "auto") -> ParityReport:
+               seed: int = 0, backend: str = "auto", kernels: str = "auto") -> ParityReport:
     """Check ``export_dir`` against the reference model of ``checkpoint_dir``; return the report (not written).
+
+    ``kernels`` is :func:`~tensorkiln.runtime.session.load`'s: how the runtime runs the custom nodes ("auto",
+    "native": libtensorkiln_ort.so's kernels, "function": their function bodies); the report names what ran.
 
     Raises ParityUsageError (mismatched pair, bad option), ManifestError (a bad export folder) and the reference's
     CheckpointError / ConfigError; a parity failure, the runtime raising included, is a report with status
@@ -263,9 +266,9 @@ def run_parity(checkpoint_dir: str | os.PathLike, export_dir: str | os.PathLike,
                 checkpoint=str(checkpoint.resolve()), export=str(export.resolve()),
                 rule=tolerances.rule_text(precision))
     try:
-        session = load(export, backend)
+        session = load(export, backend, kernels=kernels)
     except BackendUnavailableError as exc:
-        if precision == "fp32":
+        if precision == "fp32" or kernels == "native":
             raise
         return ParityReport(**base, status=NOT_RUN, reason=f"the runtime cannot load this export here: {exc}")
 
@@ -278,8 +281,9 @@ def run_parity(checkpoint_dir: str | os.PathLike, export_dir: str | os.PathLike,
 
         runners.append(ReferenceRunner(checkpoint, head, dtype=torch.float16, input_precision=precision,
                                        name="reference-fp16"))
+    implementations = "".join(f"; {name}: {label}" for name, label in session.custom_node_implementations.items())
     described = ["reference-fp32 (PyTorch fp32)",
-                 f"runtime (tensorkiln Session: {session.backend}, {', '.join(session.providers)})"]
+                 f"runtime (tensorkiln Session: {session.backend}, {', '.join(session.providers)}{implementations})"]
     described += ["reference-fp16 (PyTorch fp16, for the 2x rule)"] if precision != "fp32" else []
     feeds = [OrderedDict(case.feeds) for case in cases]
     with G_LOGGER.verbosity(G_LOGGER.CRITICAL):  # stdout is the report's; Polygraphy's log would interleave

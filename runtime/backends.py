@@ -15,8 +15,6 @@ CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 
 
-
-
 def choose_providers(backend: str, providers: Sequence[str] | None) -> list[str]:
     """The ORT execution providers for ``backend``: explicit ``providers`` win; "auto" takes CUDA when installed."""
     import onnxruntime as ort
@@ -39,8 +37,10 @@ def choose_providers(backend: str, providers: Sequence[str] | None) -> list[str]
     return [CUDA, CPU] if CUDA in available else [CPU]
 
 
-def ort_session(model_path: Path, providers: Sequence[str], threads: int | None, precision: str):
-    """An ORT InferenceSession over the exported file, with every graph optimisation on."""
+def ort_session(model_path: Path, providers: Sequence[str], threads: int | None, precision: str,
+                custom_ops_library: Path | None = None):
+    """An ORT InferenceSession over the exported file, with every graph optimisation on; ``custom_ops_library``
+    (libtensorkiln_ort.so) is registered first when given, so its kernels run the custom nodes."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -48,6 +48,13 @@ def ort_session(model_path: Path, providers: Sequence[str], threads: int | None,
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         options.intra_op_num_threads = threads
+    if custom_ops_library is not None:
+        try:
+            options.register_custom_ops_library(str(custom_ops_library))
+        except Exception as exc:
+            raise BackendUnavailableError(f"ONNX Runtime could not load the native kernels {custom_ops_library}: "
+                                          f"{str(exc).splitlines()[0]}. Rebuild them with `kiln build-kernels`"
+                                          ) from None
     try:
         return ort.InferenceSession(str(model_path), options, providers=list(providers))
     except Exception as exc:

@@ -1,5 +1,5 @@
-"""The ``kiln`` commands that need only the runtime (numpy + onnxruntime): ``info`` and ``triton`` (which also
-needs Triton's protobuf schema, the extra ``tensorkiln[triton]``).
+"""The ``kiln`` commands that need only the runtime (numpy + onnxruntime): ``info``, ``build-kernels`` and
+``triton`` (which also needs Triton's protobuf schema, the extra ``tensorkiln[triton]``).
 
 The ``kiln`` program itself is assembled in ``export/cli.py``, the top layer, which adds the commands that need torch;
 each command here registers its arguments with :func:`add_commands` and imports nothing beyond the runtime, so it
@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from . import manifest as mf
+from . import native
 from .errors import UsageError
 
 
@@ -32,6 +33,7 @@ def describe_export(manifest: mf.Manifest, folder: Path) -> str:
     if manifest.custom_nodes:
         nodes = ", ".join(f"{n.domain}::{n.op_type} x{n.count}" for n in manifest.custom_nodes)
         lines.append(f"- custom nodes: {nodes}")
+        lines.append(f"- custom nodes run on (load's default, kernels='auto'): {native.auto_summary()}")
     if manifest.cache is not None:
         lines.append(f"- cache: {len(manifest.cache.entries)} tensors fed back each step (generation)")
     verification = manifest.verification
@@ -108,6 +110,17 @@ def _add_triton_command(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_triton)
 
 
+def cmd_build_kernels(args: argparse.Namespace) -> int:
+    from .native_build import build_kernels
+
+    path = build_kernels(cuda=args.cuda, ort_include=args.ort_include and Path(args.ort_include),
+                         destination=args.out and Path(args.out), jobs=args.jobs,
+                         log=lambda message: print(f"kiln build-kernels: {message}", flush=True))
+    if args.out and Path(args.out).resolve() != native.default_library_path().resolve():
+        print(f"load() finds it with {native.ENV_LIBRARY}={path}")
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register the runtime's commands on the ``kiln`` parser."""
     p = sub.add_parser("info", help="describe a `kiln export` folder: model, tensors, length rules, verification")
@@ -116,3 +129,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_info)
 
     _add_triton_command(sub)
+
+    p = sub.add_parser("build-kernels", help="build libtensorkiln_ort.so, the native MraAttention/MegaEma kernels "
+                                             "for ONNX Runtime, where load() finds it (needs a source checkout)")
+    p.add_argument("--cuda", choices=("auto", "on", "off"), default="auto",
+                   help="add the CUDA execution provider's kernels (auto: where onnxruntime has the CUDA provider "
+                        "and nvcc is found)")
+    p.add_argument("--ort-include", default=None, help="a folder holding ONNX Runtime's onnxruntime_cxx_api.h "
+                                                       "(default: fetched from Debian's libonnxruntime-dev, or npm)")
+    p.add_argument("--out", default=None,
+                   help=f"where to install the library (default {native.default_library_path()})")
+    p.add_argument("--jobs", type=int, default=None, help="parallel compile jobs (default: the CPU count)")
+    p.set_defaults(func=cmd_build_kernels)

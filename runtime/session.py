@@ -6,6 +6,8 @@ session, and returns a :class:`Session`:
     session = load("exports/pythia")                      # ONNX Runtime, CPU (CUDA where onnxruntime-gpu is)
     out = session.run(input_ids=ids, attention_mask=mask)  # {"logits": ...}
     tokens = session.generate(ids, max_new_tokens=20)      # causal LMs, with the exported KV cache
+    session = load("exports/mra", kernels="native")       # the custom nodes on libtensorkiln_ort.so's kernels
+    session.custom_node_implementations                   # {"tensorkiln::MraAttention": "native (avx2+fma)"}
 
 ``run`` is safe to call from several threads at once: it keeps no state between calls, and ONNX Runtime's
 ``InferenceSession.run`` is thread-safe.
@@ -19,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from . import backends
+from . import backends, native
 from . import manifest as mf
-from .errors import ManifestError, RuntimeInputError
+from .errors import ManifestError, RuntimeInputError, UsageError
 from .inputs import ModelLimits, prepare
 from .jsonfile import read_json_object
 
@@ -30,14 +32,20 @@ class Session:
     """One loaded export. Build it with :func:`load`."""
 
     def __init__(self, folder: Path, manifest: mf.Manifest, config: dict[str, Any], backend: str,
-                 providers: Sequence[str], threads: int | None):
+                 providers: Sequence[str], threads: int | None, kernels: str = "auto"):
         self.folder = folder
         self.manifest = manifest
         self.config = config
         self.limits = ModelLimits.from_config(config)
         self.backend = backend
-        self._session = backends.ort_session(folder / manifest.model_file, providers, threads, manifest.precision)
+        self.kernels = kernels
+        self._session, plan = _open(folder / manifest.model_file, manifest, providers, threads, kernels)
         self.providers = tuple(self._session.get_providers())
+        custom_ops = [f"{node.domain}::{node.op_type}" for node in manifest.custom_nodes]
+        #: Which implementation runs each custom node, e.g. {"tensorkiln::MegaEma": "native (avx2+fma)"} or
+        #: "function body (...why...)"; empty for an export without custom nodes.
+        self.custom_node_implementations: dict[str, str] = native.describe(
+            self._session.get_session_options(), self.providers, custom_ops, plan)
         graph_inputs = [i.name for i in self._session.get_inputs()]
         if graph_inputs != [i.name for i in manifest.inputs]:
             raise ManifestError(f"the graph's inputs {graph_inputs} differ from the manifest's "
@@ -79,21 +87,44 @@ class Session:
         return stream(self, input_ids, max_new_tokens, **options)
 
     def __repr__(self) -> str:
+        kernels = "".join(f", {name}: {label}" for name, label in self.custom_node_implementations.items())
         return (f"Session({self.manifest.hf_class}, {self.manifest.precision}, backend={self.backend!r}, "
-                f"providers={list(self.providers)})")
+                f"providers={list(self.providers)}{kernels})")
+
+
+def _open(model_path: Path, manifest: mf.Manifest, providers: Sequence[str], threads: int | None, kernels: str):
+    """(the ORT session, the kernel plan it was opened with). Under kernels="auto" a library that ORT refuses
+    leaves the function bodies in charge, and the plan says why; "native" lets the error through."""
+    plan = native.plan_kernels(kernels, bool(manifest.custom_nodes))
+    if plan.library is None:
+        return backends.ort_session(model_path, providers, threads, manifest.precision), plan
+    try:
+        return backends.ort_session(model_path, providers, threads, manifest.precision, plan.library), plan
+    except Exception as exc:
+        if kernels == "native":
+            raise
+        reason = f"ONNX Runtime refused the native kernels: {str(exc).splitlines()[0]}"
+        fallback = native.KernelPlan(kernels, None, reason)
+        return backends.ort_session(model_path, providers, threads, manifest.precision), fallback
 
 
 def load(export_dir: str | Path, backend: str = "auto", *, providers: Sequence[str] | None = None,
-         threads: int | None = None, check_files: bool = True) -> Session:
+         threads: int | None = None, check_files: bool = True, kernels: str = "auto") -> Session:
     """Load a ``kiln export`` folder.
 
     ``backend``: "auto" or "onnxruntime" (ONNX Runtime; CUDA execution provider first where installed);
     "tensorrt" is not available yet. ``providers`` overrides ORT's execution providers. ``threads``: ORT's
     intra-op threads (default: ORT's choice). ``check_files``: verify every file's sha256 against the manifest.
+    ``kernels``: how the custom nodes (MraAttention, MegaEma) run: "auto" on the native kernels of
+    libtensorkiln_ort.so where it is built (``kiln build-kernels``), else on their function bodies; "native" on
+    the native kernels or a BackendUnavailableError; "function" on the function bodies (standard ONNX ops).
+    ``Session.custom_node_implementations`` says which ran.
     """
     folder = Path(export_dir)
     if not folder.is_dir():
         raise ManifestError(f"{str(folder)!r} is not a folder; pass the OUT_DIR that `kiln export` wrote")
+    if kernels not in native.KERNEL_CHOICES:
+        raise UsageError(f"kernels must be one of {', '.join(native.KERNEL_CHOICES)}, got {kernels!r}")
     chosen = backends.choose_providers(backend, providers)
     manifest = mf.read_manifest(folder, check_files=check_files)
     mf.model_files(folder, manifest)  # the graph's external data: inside the folder and hashed, or refused
@@ -103,7 +134,7 @@ def load(export_dir: str | Path, backend: str = "auto", *, providers: Sequence[s
         if name not in [i.name for i in manifest.inputs]:
             raise ManifestError(f"{str(folder)!r}: the manifest has no input {name!r}, which every export takes: "
                                 "re-export the model")
-    return Session(folder, manifest, config, "onnxruntime", chosen, threads)
+    return Session(folder, manifest, config, "onnxruntime", chosen, threads, kernels)
 
 
 __all__ = ["RuntimeInputError", "Session", "load"]

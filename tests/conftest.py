@@ -1,4 +1,4 @@
-"""Shared fixtures: one session-wide cache of tiny checkpoints and their exports.
+"""Shared fixtures: one session-wide cache of tiny checkpoints and their exports, and the native kernels library.
 
 An export of a tiny preset takes 5-15 s on two cores, and the export, parity, runtime, Triton and CLI tests use
 the same few, so they are made once per test session, on first use. Tests must not modify what the cache hands out:
@@ -20,3 +20,20 @@ def exports(tmp_path_factory):
     from tiny_exports import Exports
 
     return Exports(tmp_path_factory.mktemp("tiny-exports"))
+
+
+@pytest.fixture(scope="session")
+def native_library():
+    """libtensorkiln_ort.so, built once per session (tests/native_library.py); skips where it cannot be built."""
+    from native_library import build_once
+
+    return build_once()
+
+
+@pytest.fixture
+def native_kernels(native_library, monkeypatch):
+    """The runtime's load() finds the test build of libtensorkiln_ort.so (TENSORKILN_ORT_LIBRARY)."""
+    from tensorkiln.runtime import native
+
+    monkeypatch.setenv(native.ENV_LIBRARY, str(native_library))
+    return native_library

@@ -118,15 +118,16 @@ def _check_result(result: dict, stdout: str) -> None:
 def test_bench_one_tiny_model(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert kiln(["bench", "--quick", "--presets", "tiny-megatron-bert", "--work", str(tmp_path / "work"), "--json",
-                 str(out), "--skip", "hf", "memory", "generation", "mra-dense", "--no-progress"]) == 0
+                 str(out), "--skip", "hf", "memory", "generation", "mra-dense", "native", "--no-progress"]) == 0
     result = json.loads(out.read_text())
     _check_result(result, capsys.readouterr().out)
     assert [r["model"] for r in result["latency"]] == ["tiny-megatron-bert"]
     assert result["generation"] == [] and result["memory"] == [] and result["mra_vs_dense"] is None
+    assert result["native"] is None
 
 
 @pytest.mark.slow
-def test_bench_quick_end_to_end(tmp_path, capsys):
+def test_bench_quick_end_to_end(tmp_path, capsys, native_kernels):
     out = tmp_path / "bench.json"
     assert kiln(["bench", "--quick", "--work", str(tmp_path / "work"), "--json", str(out), "--no-progress"]) == 0
     result = json.loads(out.read_text())
@@ -158,5 +159,29 @@ def test_bench_quick_end_to_end(tmp_path, capsys):
     assert mra["max_abs_onnxruntime_vs_reference"]["mra"] <= 1e-4
     assert mra["max_abs_onnxruntime_vs_reference"]["dense"] <= 1e-4
     assert math.isfinite(mra["max_abs_mra_vs_dense"])
-    for section in ("### Generation", "### Memory", "### MRA vs dense attention"):
+    for section in ("### Generation", "### Memory", "### MRA vs dense attention", "### Native kernels"):
         assert section in stdout
+    _check_native(result["native"], result["sgemm_peak"]["best_gflops"])
+
+
+def _check_native(section, peak):
+    """The native section's figures follow from its times, its outputs match the torch ops, and its targets are
+    evaluated (their values are the machine's business, not the test's)."""
+    ops = {op["op"]: op for op in section["ops"]}
+    assert set(ops) == {"MraAttention", "MegaEma"}
+    for op in ops.values():
+        assert op["max_abs_vs_torch"]["native"] <= 1e-5 and op["max_abs_vs_torch"]["function"] <= 1e-5
+        for other, ms in op["ms"].items():
+            if other != "native":
+                assert op["speedup_native_vs"][other] == pytest.approx(ms / op["ms"]["native"])
+    mra = ops["MraAttention"]
+    assert mra["native_gflops_per_s"] == pytest.approx(mra["counted_flops"] / mra["ms"]["native"] / 1e6)
+    assert mra["max_abs_native_vs_dense"] < 1.0  # a 16 of 64 block budget approximates dense attention
+    ema = ops["MegaEma"]
+    assert ema["native_gb_per_s"] == pytest.approx(ema["bytes_moved"] / ema["ms"]["native"] / 1e6)
+    assert section["mega_vs_hf"]["max_abs_native_vs"]["function"] <= 1e-4
+    assert section["mra_vs_dense"]["max_abs_native_vs"]["function"] <= 1e-4
+    efficiency = section["mra_efficiency"]
+    assert efficiency["fraction_of_peak"]["native"] == pytest.approx(
+        efficiency["matmul_flops"] / efficiency["ms"]["native"] / 1e6 / peak)
+    assert len(section["targets"]) == 5 and all(isinstance(t["met"], bool) for t in section["targets"])

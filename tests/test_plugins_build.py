@@ -244,3 +244,32 @@ def test_plugin_library_against_tensorrt_headers(tmp_path):
     defined = subprocess.run(["nm", "-D", "--defined-only", str(library)], capture_output=True, text=True).stdout
     assert sorted(line.split()[-1] for line in defined.splitlines() if line.strip()) == ["getCreators",
                                                                                        "setLoggerFinder"]
+
+
+@pytest.mark.slow
+def test_ort_library_with_cuda_kernels_compiles_for_sm80_and_sm90(tmp_path, native_library):
+    """libtensorkiln_ort.so with the CUDA execution provider's kernels (the plugins' launchers on ORT's stream):
+    compiled with nvcc for sm_80 and sm_90 and the host compiler, warnings as errors; it still exports only
+    RegisterCustomOps and says it holds CUDA kernels. (Running them needs onnxruntime-gpu on a GPU.)"""
+    from native_library import CACHE
+
+    from tensorkiln.runtime import native, ort_headers
+
+    if _nvcc() is None:
+        pytest.skip("needs nvcc (CUDA toolkit)")
+    headers = ort_headers.ort_headers(CACHE / "onnxruntime-headers", log=lambda message: None)
+    build = tmp_path / "build"
+    _cmake_build(build, f"-DCMAKE_CUDA_COMPILER={_nvcc()}", f"-DONNXRUNTIME_INCLUDE_DIR={headers}", "-DTK_ORT_CUDA=ON",
+                 targets=("tensorkiln_ort",))
+    ninja_file = (build / "build.ninja").read_text()
+    assert "code=[compute_80,sm_80]" in ninja_file and "code=[compute_90,sm_90]" in ninja_file
+    assert "-Werror=all-warnings" in ninja_file and "ortCudaKernels.cpp" in ninja_file
+    library = build / native.LIBRARY_NAME
+    defined = subprocess.run(["nm", "-D", "--defined-only", str(library)], capture_output=True, text=True).stdout
+    assert [line.split()[-1] for line in defined.splitlines() if line.strip()] == ["RegisterCustomOps"]
+    assert "libcudart" in subprocess.run(["readelf", "-d", str(library)], capture_output=True, text=True).stdout
+    if (CUDA_HOME / "lib64").is_dir():  # loadable where the CUDA runtime is: the CPU kernels still serve the CPU
+        import ctypes
+
+        ctypes.CDLL(str(next((CUDA_HOME / "lib64").glob("libcudart.so*"))), mode=ctypes.RTLD_GLOBAL)
+        assert native.probe(library)["cuda"] == "1"

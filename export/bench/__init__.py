@@ -11,7 +11,13 @@ What is measured, and where:
     FLOPs of the reference forward (:mod:`.flops`);
   * generation: greedy decoding with the cache, ORT vs the reference (:mod:`.generation`);
   * memory: each backend's RSS in a fresh process (:mod:`.memory`, run by :mod:`.worker`);
-  * MRA vs dense: MRA at its long length against dense attention of the same weights (:mod:`.mra_dense`).
+  * MRA vs dense: MRA at its long length against dense attention of the same weights (:mod:`.mra_dense`);
+  * native: libtensorkiln_ort.so's kernels alone and end to end, against the function bodies, the torch ops, HF
+    eager and dense attention, with their targets (:mod:`.native`, :mod:`.native_ops`; needs ``kiln
+    build-kernels``).
+
+The ORT columns run the custom nodes as ``--kernels`` says (the runtime's ``load(kernels=...)``, default "auto");
+``custom_nodes`` in the result records which implementation ran them for each model.
 
 :func:`run_bench` runs them in that order and evaluates the acceptance targets (:mod:`.options`);
 :func:`format_markdown` (:mod:`.report`) renders the result. A section that fails is recorded under ``errors`` and the
@@ -32,6 +38,7 @@ from .generation import bench_generation
 from .machine import load_average, machine_info
 from .memory import bench_memory
 from .mra_dense import MraPair, bench_mra_dense, build_mra_pair
+from .native import bench_native
 from .options import (
     EFFICIENCY_MODELS,
     EFFICIENCY_TARGET,
@@ -97,10 +104,10 @@ def _new_result(options: BenchOptions) -> dict[str, Any]:
     return {"machine": machine_info(options.threads), "settings": {
         "batches": list(options.batches), "seqs": list(options.seqs), "threads": options.threads,
         "repeats": options.repeats, "warmup": options.warmup, "quick": options.quick, "skip": sorted(options.skip),
-        "ort_fusions": options.ort_fusions,
+        "ort_fusions": options.ort_fusions, "kernels": options.kernels,
         "onnxruntime_model": "the export's model.onnx, CPU execution provider, ORT_ENABLE_ALL graph optimisations"},
         "errors": [], "latency": [], "skipped": {}, "ort_fusions": {}, "generation": [], "memory": [],
-        "mra_vs_dense": None, "targets": []}
+        "mra_vs_dense": None, "native": None, "custom_nodes": {}, "targets": []}
 
 
 def _latency(result: dict[str, Any], targets: list[Target], options: BenchOptions, path: Path) -> None:
@@ -115,6 +122,8 @@ def _latency(result: dict[str, Any], targets: list[Target], options: BenchOption
             result["skipped"][target.name] = info["skipped"]
         if "ort_fusions" in info:
             result["ort_fusions"][target.name] = info["ort_fusions"]
+        if info.get("custom_nodes"):
+            result["custom_nodes"][target.name] = info["custom_nodes"]
         _write_json(result, path)
 
 
@@ -128,7 +137,8 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     log(options, f"sgemm peak ({options.sgemm_size}^2, {options.threads} threads)")
     result["sgemm_peak"] = sgemm_peak(options.sgemm_size, options.threads)
     targets, extra = build_targets(options)
-    mra_pair = None if "mra-dense" in options.skip else build_mra_pair(options)
+    # The MRA/dense pair of exports serves the MRA vs dense section and the native section's end-to-end MRA row.
+    mra_pair = None if {"mra-dense", "native"} <= options.skip else build_mra_pair(options)
     result["models"] = [{"name": t.name, "checkpoint": str(t.checkpoint), "export": str(t.export),
                          "model_type": t.model_type, "hf_class": t.manifest.hf_class} for t in targets]
     _latency(result, targets, options, path)
@@ -144,9 +154,14 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
             result["memory"] += _guarded(result, f"{target.name} memory", options,
                                          lambda t=target, h=with_hf: bench_memory(t, options, h)) or []
         _write_json(result, path)
-    if mra_pair is not None:
+    if "mra-dense" not in options.skip:
         result["mra_vs_dense"] = _guarded(result, "MRA vs dense", options, lambda: bench_mra_dense(mra_pair, options))
-    result["targets"] = _targets_met(result)
+    if "native" not in options.skip:
+        peak = result["sgemm_peak"]["best_gflops"]
+        result["native"] = _guarded(result, "native kernels", options,
+                                    lambda: bench_native(options, peak, mra_pair, result["errors"]))
+        _write_json(result, path)
+    result["targets"] = _targets_met(result) + (result["native"] or {}).get("targets", [])
     result["elapsed_s"] = time.time() - started
     result["machine"]["load_average_at_end"] = load_average()
     _write_json(result, path)

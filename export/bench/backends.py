@@ -6,7 +6,8 @@ times) and ``output(outputs, name)`` (one named output of such a call as numpy, 
   * :class:`Reference`: the reference model, eager, fp32, under ``torch.inference_mode``;
   * :class:`HF`: transformers' eager model loaded from the same checkpoint folder;
   * :class:`Ort`: the export's ``model.onnx`` (or an optimised copy) on ORT's CPU execution provider with every graph
-    optimisation on.
+    optimisation on, its custom nodes on the native kernels or their function bodies as ``kernels`` says (the
+    runtime's ``load`` choice; ``implementations`` records what ran).
 
 torch and ORT both get the run's ``threads`` intra-op threads. torch, transformers and the reference models are
 imported when a runner is opened.
@@ -23,6 +24,7 @@ import numpy as np
 
 from tensorkiln.runtime import backends as runtime_backends
 from tensorkiln.runtime import manifest as mf
+from tensorkiln.runtime import native
 from tensorkiln.runtime.inputs import ModelLimits, prepare
 
 
@@ -90,14 +92,20 @@ class Ort:
 
     name = "onnxruntime"
 
-    def __init__(self, export: Path, threads: int, *, model_path: Path | None = None, check_files: bool = True):
+    def __init__(self, export: Path, threads: int, *, model_path: Path | None = None, check_files: bool = True,
+                 kernels: str = "auto"):
         self.manifest = mf.read_manifest(export, check_files=check_files)
         mf.model_files(export, self.manifest)  # the graph's external data: inside the export and hashed
         config = json.loads(mf.file_path(export, self.manifest, self.manifest.config_file).read_text())
         self.limits = ModelLimits.from_config(config)
         self.vocab_size = self.limits.vocab_size
         path = model_path or export / self.manifest.model_file
-        self.session = runtime_backends.ort_session(path, [runtime_backends.CPU], threads, self.manifest.precision)
+        plan = native.plan_kernels(kernels, bool(self.manifest.custom_nodes))
+        self.session = runtime_backends.ort_session(path, [runtime_backends.CPU], threads, self.manifest.precision,
+                                                    plan.library)
+        custom_ops = [f"{n.domain}::{n.op_type}" for n in self.manifest.custom_nodes]
+        self.implementations = native.describe(self.session.get_session_options(), [runtime_backends.CPU],
+                                               custom_ops, plan)
         self.names = [o.name for o in self.session.get_outputs()]
 
     def bind(self, ids: np.ndarray) -> Callable[[], Any]:
@@ -108,12 +116,13 @@ class Ort:
         return outputs[self.names.index(name)] if name in self.names else None
 
 
-def open_backend(kind: str, checkpoint: str | Path, export: Path, threads: int, check_files: bool = True):
+def open_backend(kind: str, checkpoint: str | Path, export: Path, threads: int, check_files: bool = True,
+                 kernels: str = "auto"):
     """The runner of one of :data:`~.options.BACKENDS` over a checkpoint folder and its export."""
     if kind == "reference":
         return Reference(Path(checkpoint), threads)
     if kind == "hf":
         return HF(Path(checkpoint), threads)
     if kind == "onnxruntime":
-        return Ort(export, threads, check_files=check_files)
+        return Ort(export, threads, check_files=check_files, kernels=kernels)
     raise ValueError(kind)

@@ -53,7 +53,7 @@ def bench_generation(target: Target, options: BenchOptions) -> dict[str, Any] | 
     if target.manifest.head != "ForCausalLM":
         return None
     log(options, f"{target.name}: generation, {options.new_tokens} tokens")
-    session = load(target.export, threads=options.threads, check_files=False)
+    session = load(target.export, threads=options.threads, check_files=False, kernels=options.kernels)
     reference = Reference(target.checkpoint, options.threads)
     prompt_length = min(options.prompt, target.manifest.length_rules.max_length - options.new_tokens)
     prompt = token_ids(reference.vocab_size, 1, prompt_length)

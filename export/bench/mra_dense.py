@@ -99,7 +99,7 @@ def bench_mra_dense(pair: MraPair, options: BenchOptions) -> dict[str, Any]:
     calls = {"reference_mra": ref_call, "reference_dense": ref_dense}
     if not pair.errors:
         for kind in ("mra", "dense"):
-            runners[f"onnxruntime_{kind}"] = Ort(pair.exports[kind].export, options.threads)
+            runners[f"onnxruntime_{kind}"] = Ort(pair.exports[kind].export, options.threads, kernels=options.kernels)
             calls[f"onnxruntime_{kind}"] = runners[f"onnxruntime_{kind}"].bind(ids)
     outputs = {name: call() for name, call in calls.items()}
     repeats = max(1, min(options.repeats, 3))

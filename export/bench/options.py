@@ -46,6 +46,8 @@ class BenchOptions:
     ort_fusions: bool = False
     quick: bool = False
     progress: bool = True
+    #: How the ORT columns run the custom nodes (the runtime's load(kernels=...)); the native section runs both.
+    kernels: str = "auto"
 
     @classmethod
     def quick_run(cls, **changes: Any) -> BenchOptions:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .native_report import format_native
 from .options import LABELS
 
 
@@ -162,8 +163,14 @@ def format_markdown(result: dict[str, Any]) -> str:
         lines += ["", *_memory_table(result["memory"])]
     if result.get("mra_vs_dense"):
         lines += ["", *_mra_dense_table(result["mra_vs_dense"])]
+    if result.get("native"):
+        lines += ["", *format_native(result["native"])]
     if result.get("ort_fusions"):
         lines += ["", _fusions_line(result["ort_fusions"])]
+    if result.get("custom_nodes"):
+        lines += ["", "Custom nodes in the ORT columns (--kernels " + result["settings"].get("kernels", "auto")
+                  + "): " + "; ".join(f"{model}: " + ", ".join(f"{op} {label}" for op, label in nodes.items())
+                                      for model, nodes in result["custom_nodes"].items())]
     if result["targets"]:
         lines += ["", *_targets_table(result["targets"])]
     lines += _notes(result)

@@ -107,7 +107,8 @@ def _open_runners(target: Target, options: BenchOptions) -> tuple[dict[str, Any]
     info: dict[str, Any] = {"skipped": {}}
     log(options, f"{target.name}: loading the reference, ORT{'' if 'hf' in options.skip else ' and HF'}")
     runners["reference"] = Reference(target.checkpoint, options.threads)
-    runners["onnxruntime"] = Ort(target.export, options.threads)
+    runners["onnxruntime"] = Ort(target.export, options.threads, kernels=options.kernels)
+    info["custom_nodes"] = runners["onnxruntime"].implementations
     if options.ort_fusions:
         path, fused = _fused_model(target, Path(options.work))
         info["ort_fusions"] = fused
