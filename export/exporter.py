@@ -41,6 +41,7 @@ from tensorkiln.runtime import manifest as mf
 from tensorkiln.runtime.atomic import replace_folder
 from tensorkiln.runtime.version import package_version
 
+from . import quantize
 from .specs import HEAD_TASKS, ExportError, ExportSpec, TensorSpec, get_spec, resolve_task
 from .verify import VerificationError, not_verified, verify
 
@@ -76,12 +77,12 @@ class ExportOptions:
 class _Progress:
     """tqdm over the export steps, on stderr; silent when disabled."""
 
-    def __init__(self, enabled: bool, title: str):
+    def __init__(self, enabled: bool, title: str, total: int = len(STEPS)):
         self.bar = None
         if enabled:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=len(STEPS), desc=title, file=sys.stderr, unit="step", leave=True,
+            self.bar = tqdm(total=total, desc=title, file=sys.stderr, unit="step", leave=True,
                             bar_format="{desc}{bar:20} {n_fmt}/{total_fmt} [{elapsed}]")
         self.title = title
 
@@ -328,9 +329,14 @@ def export(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathLike, option
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; the export is meant to be shared like any model folder
-    progress = _Progress(options.progress, f"kiln export {arch.hf_class_name(head)}")
+    int8 = options.precision == "int8"
+    progress = _Progress(options.progress, f"kiln export {arch.hf_class_name(head)}",
+                         len(STEPS) + (len(quantize.STEPS) if int8 else 0))
     try:
-        manifest = _export_into(tmp, checkpoint_dir, arch, head, spec, options, progress)
+        if int8:  # the fp32 export, then ONNX Runtime's quantization of it (export/quantize.py)
+            manifest = quantize.export_int8(tmp, checkpoint_dir, arch, head, spec, options, progress)
+        else:
+            manifest = _export_into(tmp, checkpoint_dir, arch, head, spec, options, progress)
         _replace(tmp, out, options.overwrite)
         return manifest
     except BaseException:

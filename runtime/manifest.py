@@ -4,7 +4,8 @@ Torch-free (the runtime reads it). ``manifest.json`` records the architecture (`
 name), the inputs and outputs with their dtypes and dims (symbolic dims are names such as ``"batch_size"``), the
 opset and precision, the length rules the runtime must apply before feeding the model, the custom nodes in the
 graph, the cache layout of decoders (which output feeds which input on the next step), the errors measured against
-the reference model at export time, and the sha256 of every file written beside it.
+the reference model at export time, and the sha256 of every file written beside it. An int8 export also records
+how it was quantized (:class:`Quantization`) and what its check compared against.
 
 Format versions: 1 is the first. A reader refuses a manifest from a newer format with a clear error rather than
 guess at fields it does not know.
@@ -37,7 +38,8 @@ CHOICES = "num_choices"
 PAST = "past_sequence_length"
 TOTAL = "past_sequence_length + sequence_length"
 
-PRECISIONS = ("fp32", "fp16")
+#: int8: ONNX Runtime's quantization of an fp32 export (``kiln quantize``); its inputs and outputs keep their dtypes.
+PRECISIONS = ("fp32", "fp16", "int8")
 #: Verification statuses. Format 1 manifests written before ``--no-verify`` existed say "skipped" for unverified.
 PASSED = "passed"
 UNVERIFIED = "unverified"
@@ -135,6 +137,9 @@ class OutputError:
     max_abs: float
     nmse: float
     cosine: float
+    #: int8, outputs of class scores: how many rows' top-1 agree with the reference's, of how many (real tokens).
+    agree: int | None = None
+    total: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,6 +163,26 @@ class Verification:
     provider: str
     checks: tuple[CheckResult, ...] = ()
     reason: str = ""
+    #: int8: what the check compared against ("reference (PyTorch fp32)" or the fp32 export), and per output of
+    #: per-token class scores the top-1 agreement over the whole evaluation set: {"agree", "total", "min_fraction"}.
+    oracle: str = ""
+    agreement: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Quantization:
+    """How an int8 export was made from its fp32 export: the method and the tool (ONNX Runtime's quantizer and its
+    version), the weight and activation formats, which op types were quantized (node counts), what was left in
+    fp32, and the sha256 of the fp32 ``model.onnx`` it came from."""
+
+    method: str
+    tool: str
+    tool_version: str
+    weights: str
+    activations: str
+    quantized: Mapping[str, int]
+    kept_fp32: tuple[str, ...]
+    source_sha256: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,6 +211,8 @@ class Manifest:
     config_file: str = CONFIG_NAME
     producer: Mapping[str, str] = dataclasses.field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    #: int8 exports: how they were quantized (None for fp32 and fp16).
+    quantization: Quantization | None = None
 
     def input(self, name: str) -> TensorInfo:
         return _by_name(self.inputs, name, "input")
@@ -212,6 +239,12 @@ def to_dict(manifest: Manifest) -> dict[str, Any]:
 
 def _tensor(d: Mapping[str, Any]) -> TensorInfo:
     return TensorInfo(name=d["name"], dtype=d["dtype"], dims=tuple(d["dims"]), token_axis=d.get("token_axis"))
+
+
+def _quantization(data: Mapping[str, Any] | None) -> Quantization | None:
+    if data is None:
+        return None
+    return Quantization(**{**data, "quantized": dict(data["quantized"]), "kept_fp32": tuple(data["kept_fp32"])})
 
 
 def from_dict(data: Mapping[str, Any]) -> Manifest:
@@ -250,6 +283,8 @@ def from_dict(data: Mapping[str, Any]) -> Manifest:
                 rule=verification["rule"],
                 provider=verification["provider"],
                 reason=verification.get("reason", ""),
+                oracle=verification.get("oracle", ""),
+                agreement=dict(verification.get("agreement", {})),
                 checks=tuple(
                     CheckResult(shape=c["shape"], errors=tuple(OutputError(**e) for e in c["errors"]),
                                 torch_half_max_abs=c.get("torch_half_max_abs"))
@@ -260,6 +295,7 @@ def from_dict(data: Mapping[str, Any]) -> Manifest:
             model_file=data.get("model_file", MODEL_NAME),
             config_file=data.get("config_file", CONFIG_NAME),
             producer=dict(data.get("producer", {})),
+            quantization=_quantization(data.get("quantization")),
         )
     except KeyError as exc:
         raise ManifestError(f"manifest is missing the key {exc.args[0]!r}") from None
@@ -270,6 +306,9 @@ def from_dict(data: Mapping[str, Any]) -> Manifest:
                             f"{PASSED!r}, {UNVERIFIED!r}")
     if manifest.precision not in PRECISIONS:
         raise ManifestError(f"manifest key 'precision' is {manifest.precision!r}; expected one of {PRECISIONS}")
+    if (manifest.precision == "int8") != (manifest.quantization is not None):
+        raise ManifestError(f"manifest key 'quantization' must be present exactly for int8 exports; this one is "
+                            f"{manifest.precision} with quantization {manifest.quantization!r}")
     for tensor in manifest.inputs + manifest.outputs:
         if tensor.dtype not in DTYPES:
             raise ManifestError(f"manifest tensor {tensor.name!r} has dtype {tensor.dtype!r}; expected one of {DTYPES}")
