@@ -251,7 +251,7 @@ def _add_export_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mra-preset", default=None, help="the MRA preset of the MRA-vs-dense section "
                                                       "(default mra-base-4096-8, at its full length)")
     p.add_argument("--sgemm-size", type=int, default=None, help="n of the n x n sgemm peak (default 4096)")
-    p.add_argument("--skip", nargs="+", default=[], choices=("hf", "memory", "generation", "mra-dense"),
+    p.add_argument("--skip", nargs="+", default=[], choices=("hf", "memory", "generation", "mra-dense", "int8"),
                    help="sections to leave out")
     p.add_argument("--ort-fusions", action="store_true",
                    help="also time the export after ONNX Runtime's transformer optimizer (onnxruntime.transformers)")

@@ -2,7 +2,7 @@
 
 The method is ONNX Runtime's dynamic quantization (``onnxruntime.quantization.quantize_dynamic``, what Optimum's
 ``optimum-cli onnxruntime quantize`` runs for CPUs): every MatMul whose second input is a weight gets int8 weights,
-symmetric, one scale per output channel, and its activations are quantized to uint8 at run time, one scale per
+symmetric, one scale per output channel (Gemm likewise), and its activations are quantized to uint8 at run time, one scale per
 tensor (ONNX's standard ``DynamicQuantizeLinear`` + ``MatMulInteger``, which ORT fuses into one kernel). Measured on
 the five demo configs (``kiln bench``): per-channel scales keep the logits' cosine 0.0002-0.0005 closer to fp32
 than one scale per tensor at the same speed; quantizing the embedding tables (Gather) as well saves a third of the
@@ -12,8 +12,8 @@ neither is used.
 
 Left in fp32: the ``tensorkiln`` custom nodes and their model-local function bodies (the quantizer does not enter
 functions; :func:`check_functions_untouched` proves it on every export), the attention's activation x activation
-MatMuls, Gemm (the pooler and classifiers on pooled rows: the dynamic quantizer has no Gemm kernel), embeddings,
-norms and activations. One graph preparation comes first: a weight that reaches its MatMul through a Transpose (a
+MatMuls, embeddings, biases, norms and activations. A Gemm (a pooler or classifier on pooled rows) is rewritten by
+the quantizer as MatMul + Add and quantized like the others. One graph preparation comes first: a weight that reaches its MatMul through a Transpose (a
 decoder tied to the word embeddings) is folded into a transposed copy with onnxscript's constant folder, so the
 quantizer sees a constant and the LM head, a tenth of the FLOPs, is quantized too.
 
@@ -47,15 +47,15 @@ from tensorkiln.runtime.atomic import replace_folder
 from .specs import ExportError, ExportSpec, Shape, get_spec
 from .verify import PROVIDER, Oracle, not_verified, verify_int8
 
-#: The op types handed to the quantizer (dynamic mode quantizes MatMul; it has no kernel for Gemm).
-QUANTIZED_OPS = ("MatMul",)
+#: The op types quantized (the dynamic quantizer rewrites a Gemm as MatMul + Add first, and quantizes that MatMul).
+QUANTIZED_OPS = ("MatMul", "Gemm")
 METHOD = "dynamic"
 TOOL = "onnxruntime.quantization.quantize_dynamic"
 WEIGHTS = "int8, symmetric, one scale per output channel"
 ACTIVATIONS = "uint8, asymmetric, one scale per tensor computed at run time (DynamicQuantizeLinear)"
 KEPT_FP32 = ("tensorkiln custom nodes and their model-local function bodies",
-             "attention's activation x activation MatMuls", "Gemm (pooler and classifiers on pooled rows)",
-             "embedding tables (Gather)", "norms, softmax and activations")
+             "attention's activation x activation MatMuls", "embedding tables (Gather)", "biases, norms, softmax and "
+             "activations")
 #: The longest sequence of the evaluation set (a base model's reference takes seconds per shape on a CPU).
 EVALUATION_CAP = 128
 STEPS = ("quantize", "check", "gate")
@@ -146,7 +146,8 @@ def prepare(source: Path, folder: Path, external_data: bool) -> None:
 
 
 def quantize_graph(prepared: Path, out: Path, external_data: bool) -> None:
-    """ONNX Runtime's dynamic quantization of ``prepared`` into ``out``: int8 per-channel weights for MatMul."""
+    """ONNX Runtime's dynamic quantization of ``prepared`` into ``out``: int8 per-channel weights for MatMul and
+    Gemm."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with _quiet_quantizer():

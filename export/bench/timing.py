@@ -108,6 +108,8 @@ def _open_runners(target: Target, options: BenchOptions) -> tuple[dict[str, Any]
     log(options, f"{target.name}: loading the reference, ORT{'' if 'hf' in options.skip else ' and HF'}")
     runners["reference"] = Reference(target.checkpoint, options.threads)
     runners["onnxruntime"] = Ort(target.export, options.threads)
+    if target.int8 is not None:  # the int8 section's export (export/bench/int8.py)
+        runners["onnxruntime_int8"] = Ort(target.int8, options.threads)
     if options.ort_fusions:
         path, fused = _fused_model(target, Path(options.work))
         info["ort_fusions"] = fused
