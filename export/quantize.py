@@ -247,7 +247,8 @@ def quantize_export(export_dir: str | os.PathLike, out_dir: str | os.PathLike, *
     source, out = Path(export_dir), Path(out_dir)
     manifest = mf.read_manifest(source)
     if manifest.precision != "fp32":
-        raise ExportError(f"{str(source)!r} is a {manifest.precision} export; quantize the fp32 export of the model")
+        raise ExportError(f"{str(source)!r} is not an fp32 export (its precision is {manifest.precision}); quantize "
+                          "the fp32 export of the model")
     if source.resolve() == out.resolve():
         raise ExportError("OUT must be a new folder, not the fp32 export itself")
     spec, arch = get_spec(manifest.model_type), get_architecture(manifest.model_type)

@@ -171,7 +171,7 @@ def test_quantize_refuses_what_it_cannot_do(exports, tmp_path, capsys):
     ckpt, fp32 = exports.get("mra", "ForMaskedLM")
     int8 = exports.get("mra", "ForMaskedLM", "int8")[1]
     assert kiln(["quantize", str(int8), str(tmp_path / "x"), "--no-progress"]) == 2
-    assert "is a int8 export; quantize the fp32 export" in capsys.readouterr().err
+    assert "is not an fp32 export (its precision is int8)" in capsys.readouterr().err
     (tmp_path / "exists").mkdir()
     assert kiln(["quantize", str(fp32), str(tmp_path / "exists"), "--no-progress"]) == 2
     assert "already exists" in capsys.readouterr().err
