@@ -1,7 +1,8 @@
 """int8 exports (``kiln quantize``, ``kiln export --precision int8``): every architecture quantizes and passes the int8
 rule, the custom nodes and their function bodies stay fp32, and the rule can fail.
 
-Oracles: HF transformers (4.57.6) run on inputs made here, with cosine, NMSE and top-1 agreement computed here in
+Oracles: HF transformers (4.57.6; MRA with the CUDA extension emulated by ``tests/hf_mra_kernels.py``) run on
+inputs made here, with cosine, NMSE and top-1 agreement computed here in
 numpy (the bounds come from the policy, ``runtime/tolerances.py``); the graph itself (op counts, function protos)
 read with ``onnx``. The gate is shown to pass on checkpoints initialised as ``init-checkpoint`` does (HF init) and
 on a trained-like distribution with moderate outliers, to refuse strong activation outliers (confirmed by running
@@ -13,6 +14,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
+import math
 import shutil
 import warnings
 from pathlib import Path
@@ -22,6 +24,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from hf_mra_kernels import EmulatedMraKernels
 from onnx import numpy_helper
 
 from tensorkiln.export import exporter, parity, quantize, verify
@@ -45,6 +48,14 @@ FIVE = [("gpt_neox", "ForCausalLM"), ("mega", "ForCausalLM"), ("megatron-bert", 
 # ----------------------------------------------------------------------------------------------- the oracle
 
 
+@pytest.fixture(autouse=True)
+def hf_mra_kernels(monkeypatch):
+    """HF's MRA returns zeros for attention without its CUDA extension: run it with the emulated kernels."""
+    from transformers.models.mra import modeling_mra
+
+    monkeypatch.setattr(modeling_mra, "mra_cuda_kernel", EmulatedMraKernels())
+
+
 def _hf_model(ckpt: Path):
     config = json.loads((ckpt / "config.json").read_text())
     if config["model_type"] == "mega":
@@ -57,11 +68,13 @@ def _hf_model(ckpt: Path):
 
 
 def _inputs(config: dict, batch: int, length: int, seed: int) -> dict[str, np.ndarray]:
-    """Random ids; row 0 right-padded by a quarter (pad ids there). Causal models see the real tokens unchanged."""
+    """Random ids; row 0 right-padded by a quarter (pad ids there), except for MRA, where HF garbles a padding mask
+    (tests/test_parity_mra.py). Causal models see the real tokens unchanged."""
     rng = np.random.default_rng(seed)
     ids = rng.integers(3, config["vocab_size"], (batch, length), dtype=np.int64)
     mask = np.ones_like(ids)
-    mask[0, length - length // 4:] = 0
+    if config["model_type"] != "mra":
+        mask[0, length - length // 4:] = 0
     if config.get("pad_token_id") is not None:
         ids[mask == 0] = config["pad_token_id"]
     return {"input_ids": ids, "attention_mask": mask}
@@ -112,9 +125,15 @@ def _check_against_hf(ckpt: Path, export: Path, lengths: list[int]) -> dict[str,
     return worst
 
 
-def _lengths(manifest: mf.Manifest) -> list[int]:
-    fixed = manifest.length_rules.fixed_length
-    return [fixed, fixed] if fixed else [24, min(40, manifest.length_rules.max_length)]
+def _lengths(export: Path) -> list[int]:
+    manifest = mf.read_manifest(export)
+    fixed, longest = manifest.length_rules.fixed_length, manifest.length_rules.max_length
+    if manifest.model_type == "mra":  # HF's MRA: whole 32-token blocks, and (L / 32)^2 blocks to hold its budget
+        config = json.loads((export / "config.json").read_text())
+        budget = longest // 32 * config["block_per_row"]
+        shortest = 32 * math.ceil(math.sqrt(budget))
+        return [shortest, min(2 * shortest, longest)]
+    return [fixed, fixed] if fixed else [24, min(40, longest)]
 
 
 # ----------------------------------------------------------------------------------------------- every architecture
@@ -148,7 +167,7 @@ def test_every_architecture_quantizes_and_passes_the_gate(exports, model_type, h
     # The gate's per-token agreement covers the evaluation set, a few hundred real tokens.
     for name, counts in manifest.verification.agreement.items():
         assert counts["total"] >= 250 and counts["agree"] / counts["total"] >= INT8_MIN_TOP1, name
-    _check_against_hf(ckpt, out, _lengths(manifest))
+    _check_against_hf(ckpt, out, _lengths(out))
 
 
 def test_export_int8_is_quantize_of_the_fp32_export(exports, tmp_path, capsys):
@@ -309,7 +328,7 @@ def test_published_configs_pass_the_gate(tmp_path, preset):
     init_checkpoint(preset, tmp_path / "ckpt", seed=0)
     manifest = exporter.export(tmp_path / "ckpt", tmp_path / "int8", precision="int8", progress=False)
     assert manifest.verification.status == "passed"
-    _check_against_hf(tmp_path / "ckpt", tmp_path / "int8", _lengths(manifest))
+    _check_against_hf(tmp_path / "ckpt", tmp_path / "int8", _lengths(tmp_path / "int8"))
 
 
 # ----------------------------------------------------------------------------------------------- the rule itself
