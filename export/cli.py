@@ -85,6 +85,9 @@ def cmd_export(args: argparse.Namespace) -> int:
                             seq=args.seq, overwrite=args.overwrite, progress=not args.no_progress,
                             verify=not args.no_verify)
     manifest = export(args.checkpoint_dir, args.out_dir, options)
+    if manifest.precision == "int8":
+        _print_int8(manifest, args.out_dir)
+        return 0
     verification = manifest.verification
     worst: dict[str, float] = {}
     for check in verification.checks:
@@ -99,6 +102,35 @@ def cmd_export(args: argparse.Namespace) -> int:
               f"max abs {summary}")
     else:
         print(f"kiln: warning: not verified: {verification.reason}", file=sys.stderr)
+    return 0
+
+
+def _print_int8(manifest, out_dir: str) -> None:
+    """What an int8 export is and how its check went: the worst cosine and the top-1 agreement over the set."""
+    quantization, verification = manifest.quantization, manifest.verification
+    counts = ", ".join(f"{op} x{n}" for op, n in quantization.quantized.items())
+    print(f"wrote {manifest.hf_class} ({manifest.task}, int8: {quantization.method} quantization by "
+          f"{quantization.tool} {quantization.tool_version}, {counts}) to {out_dir}")
+    if verification.status != "passed":
+        print(f"kiln: warning: not verified: {verification.reason}", file=sys.stderr)
+        return
+    cosine: dict[str, float] = {}
+    for check in verification.checks:
+        for error in check.errors:
+            name = "present.*" if error.output.startswith("present.") else error.output
+            cosine[name] = min(cosine.get(name, 1.0), error.cosine)
+    parts = [f"{name} cosine >= {value:.5f}" for name, value in cosine.items()]
+    parts += [f"{name} top-1 {a['agree'] / a['total']:.2%} of {a['total']:.0f} tokens"
+              for name, a in verification.agreement.items()]
+    print(f"checked against {verification.oracle} at {len(verification.checks)} shapes: " + ", ".join(parts))
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from .quantize import quantize_export
+
+    manifest = quantize_export(args.export_dir, args.out_dir, checkpoint_dir=args.checkpoint,
+                               overwrite=args.overwrite, progress=not args.no_progress)
+    _print_int8(manifest, args.out_dir)
     return 0
 
 
@@ -182,8 +214,9 @@ def _add_export_commands(sub: argparse._SubParsersAction) -> None:
                    help="the head to export, e.g. ForSequenceClassification or text-classification (default: the "
                         "one config.json names)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
-    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
-                   help="fp16 exports half weights and activations (ids stay int64)")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32",
+                   help="fp16 exports half weights and activations (ids stay int64); int8 quantizes the fp32 export "
+                        "for CPUs with ONNX Runtime (see `kiln quantize`)")
     p.add_argument("--batch", type=int, default=2, help="batch size of the export-time check (a hint)")
     p.add_argument("--seq", type=int, default=16, help="sequence length of the export-time check (a hint)")
     p.add_argument("--overwrite", action="store_true",
@@ -192,6 +225,17 @@ def _add_export_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-verify", action="store_true",
                    help="write the export without the ONNX Runtime check (recorded in the manifest); by default an "
                         "export that cannot be checked here, e.g. fp16 without an fp16 kernel, fails")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+    p = _torch_command(sub, "quantize", cmd_quantize,
+                       help="an fp32 export -> an int8 export (ONNX Runtime dynamic quantization), checked by the int8 "
+                            "rule before it is written")
+    p.add_argument("export_dir", help="an fp32 folder written by `kiln export`")
+    p.add_argument("out_dir", help="the folder to write; it must not exist (or pass --overwrite)")
+    p.add_argument("--checkpoint", default=None,
+                   help="the checkpoint the export was made from: judge against its PyTorch model (default: against "
+                        "the fp32 export in ONNX Runtime)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
     p = _torch_command(sub, "parity", cmd_parity,
@@ -222,7 +266,7 @@ def _add_export_commands(sub: argparse._SubParsersAction) -> None:
                                                       "(default mra-base-4096-8, at its full length)")
     p.add_argument("--sgemm-size", type=int, default=None, help="n of the n x n sgemm peak (default 4096)")
     p.add_argument("--skip", nargs="+", default=[],
-                   choices=("hf", "memory", "generation", "mra-dense", "native"), help="sections to leave out")
+                   choices=("hf", "memory", "generation", "mra-dense", "native", "int8"), help="sections to leave out")
     _add_kernels_option(p)
     p.add_argument("--ort-fusions", action="store_true",
                    help="also time the export after ONNX Runtime's transformer optimizer (onnxruntime.transformers)")

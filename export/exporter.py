@@ -42,6 +42,7 @@ from tensorkiln.runtime.atomic import staged_folder
 from tensorkiln.runtime.paths import refuse_overlap
 from tensorkiln.runtime.version import package_version
 
+from . import quantize
 from .specs import HEAD_TASKS, ExportError, ExportSpec, TensorSpec, get_spec, resolve_task
 from .verify import VerificationError, not_verified, verify
 
@@ -77,12 +78,12 @@ class ExportOptions:
 class _Progress:
     """tqdm over the export steps, on stderr; silent when disabled."""
 
-    def __init__(self, enabled: bool, title: str):
+    def __init__(self, enabled: bool, title: str, total: int = len(STEPS)):
         self.bar = None
         if enabled:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=len(STEPS), desc=title, file=sys.stderr, unit="step", leave=True,
+            self.bar = tqdm(total=total, desc=title, file=sys.stderr, unit="step", leave=True,
                             bar_format="{desc}{bar:20} {n_fmt}/{total_fmt} [{elapsed}]")
         self.title = title
 
@@ -318,11 +319,16 @@ def export(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathLike, option
     checkpoint_dir, out = Path(checkpoint_dir), Path(out_dir)
     arch, head, spec = _resolve(checkpoint_dir, options.task)
     refuse_overlap(out, "OUT_DIR", checkpoint_dir, "the checkpoint", ExportError)
+    int8 = options.precision == "int8"
     with staged_folder(out, overwrite=options.overwrite, owned=mf.ownership_problem, error=ExportError,
                        what="OUT_DIR") as tmp:
-        progress = _Progress(options.progress, f"kiln export {arch.hf_class_name(head)}")
+        progress = _Progress(options.progress, f"kiln export {arch.hf_class_name(head)}",
+                             len(STEPS) + (len(quantize.STEPS) if int8 else 0))
         try:
-            manifest = _export_into(tmp, checkpoint_dir, arch, head, spec, options, progress)
+            if int8:  # the fp32 export, then ONNX Runtime's quantization of it (export/quantize.py)
+                manifest = quantize.export_int8(tmp, checkpoint_dir, arch, head, spec, options, progress)
+            else:
+                manifest = _export_into(tmp, checkpoint_dir, arch, head, spec, options, progress)
         finally:
             progress.close()
     return manifest

@@ -10,8 +10,9 @@ sequence near the maximum length (capped at LONG_CAP), four choices for multiple
 prefill, a chunk and a single-token step after a past, one ending at the maximum length; fixed-length graphs
 (Nystromformer's landmarks) also take shorter real lengths, which the session pads. fp16 exports also run the
 reference in fp16, for the reduced-precision rule, and compare at real tokens only (see
-``tolerances.real_tokens``). The report (``parity.json``, ``parity.md``) goes beside the export, never inside it: the
-export's manifest hashes every file in its folder.
+``tolerances.real_tokens``). int8 exports are judged by the int8 rule at real tokens, their per-token top-1
+agreement over every shape together (:func:`set_agreement`). The report (``parity.json``, ``parity.md``) goes
+beside the export, never inside it: the export's manifest hashes every file in its folder.
 
 Torch-free at import: the reference side (torch) is imported when a check runs.
 """
@@ -47,6 +48,7 @@ from .parity_report import (
     MARKDOWN_NAME,
     NOT_RUN,
     PASSED,
+    AgreementCheck,
     OutputCheck,
     ParityReport,
     ShapeCheck,
@@ -206,14 +208,15 @@ class PolicyCompare:
         torch_half = None if self.half is None else self.half[index][name]
         result = tolerances.compare(precision, name, got, want, torch_half=torch_half, token_axis=info.token_axis,
                                     attention_mask=self.cases[index].feeds.get("attention_mask"))
+        agree = result.agreement
         return OutputCheck(name, *result.errors, result.verdict.bound, result.verdict.passed, result.verdict.reason,
-                           result.torch_half_max_abs, result.compared)
+                           result.torch_half_max_abs, result.compared, *(agree if agree else (None, None)))
 
 
 # ----------------------------------------------------------------------------------------------- the check
 
 
-def _check_pair(checkpoint_dir: Path, manifest: mf.Manifest, export_config: dict[str, Any]):
+def check_pair(checkpoint_dir: Path, manifest: mf.Manifest, export_config: dict[str, Any]):
     """The checkpoint's architecture, parsed config and head, once it is known to be the export's checkpoint."""
     from tensorkiln.reference.checkpoint import read_config, resolve
     from tensorkiln.reference.config import ConfigError
@@ -259,16 +262,17 @@ def run_parity(checkpoint_dir: str | os.PathLike, export_dir: str | os.PathLike,
     manifest = mf.read_manifest(export)
     export_config = read_json_object(mf.file_path(export, manifest, manifest.config_file), error=ManifestError,
                                      what="the export's config")
-    arch, config, head = _check_pair(checkpoint, manifest, export_config)
+    arch, config, head = check_pair(checkpoint, manifest, export_config)
     spec = get_spec(arch.model_type)
     precision = manifest.precision
+    half = precision == "fp16"
     base = dict(model_type=manifest.model_type, head=manifest.head, hf_class=manifest.hf_class, precision=precision,
                 checkpoint=str(checkpoint.resolve()), export=str(export.resolve()),
                 rule=tolerances.rule_text(precision))
     try:
         session = load(export, backend, kernels=kernels)
     except BackendUnavailableError as exc:
-        if precision == "fp32" or kernels == "native":
+        if not half or kernels == "native":
             raise
         return ParityReport(**base, status=NOT_RUN, reason=f"the runtime cannot load this export here: {exc}")
 
@@ -276,7 +280,7 @@ def run_parity(checkpoint_dir: str | os.PathLike, export_dir: str | os.PathLike,
     reference = ReferenceRunner(checkpoint, head, input_precision=precision, name="reference-fp32")
     runtime = SessionRunner(session, name="runtime")
     runners: list[BaseRunner] = [reference, runtime]
-    if precision != "fp32":
+    if half:
         import torch
 
         runners.append(ReferenceRunner(checkpoint, head, dtype=torch.float16, input_precision=precision,
@@ -284,7 +288,7 @@ def run_parity(checkpoint_dir: str | os.PathLike, export_dir: str | os.PathLike,
     implementations = "".join(f"; {name}: {label}" for name, label in session.custom_node_implementations.items())
     described = ["reference-fp32 (PyTorch fp32)",
                  f"runtime (tensorkiln Session: {session.backend}, {', '.join(session.providers)}{implementations})"]
-    described += ["reference-fp16 (PyTorch fp16, for the 2x rule)"] if precision != "fp32" else []
+    described += ["reference-fp16 (PyTorch fp16, for the 2x rule)"] if half else []
     feeds = [OrderedDict(case.feeds) for case in cases]
     with G_LOGGER.verbosity(G_LOGGER.CRITICAL):  # stdout is the report's; Polygraphy's log would interleave
         try:
@@ -295,8 +299,25 @@ def run_parity(checkpoint_dir: str | os.PathLike, export_dir: str | os.PathLike,
         accuracy = Comparator.compare_accuracy(results, comparisons=[(0, 1)], compare_func=compare)
     checks = tuple(ShapeCheck(case.label, _case_sizes(case, spec, config, head), case.seed, compare.checks[i])
                    for i, case in enumerate(cases))
-    passed = bool(accuracy) and all(row.passed for check in checks for row in check.outputs)
-    return ParityReport(**base, status=PASSED if passed else FAILED, runners=tuple(described), checks=checks)
+    agreement = set_agreement(manifest, checks) if precision == "int8" else ()
+    passed = (bool(accuracy) and all(row.passed for check in checks for row in check.outputs)
+              and all(row.passed for row in agreement))
+    return ParityReport(**base, status=PASSED if passed else FAILED, runners=tuple(described), checks=checks,
+                        agreement=agreement)
+
+
+def set_agreement(manifest: mf.Manifest, checks: Sequence[ShapeCheck]) -> tuple[AgreementCheck, ...]:
+    """int8: per-token top-1 agreement over every checked shape together, judged by the policy."""
+    rows = []
+    for info in manifest.outputs:
+        counts = [tolerances.Agreement(row.agree, row.total) for check in checks for row in check.outputs
+                  if row.output == info.name and row.agree is not None]
+        if info.token_axis is None or not counts:
+            continue
+        verdict = tolerances.judge_agreement(info.name, counts)
+        rows.append(AgreementCheck(info.name, sum(c.agree for c in counts), sum(c.total for c in counts),
+                                   verdict.bound["top1"], verdict.passed, verdict.reason))
+    return tuple(rows)
 
 
 def _case_sizes(case: Case, spec, config, head: str) -> dict[str, int]:
@@ -328,5 +349,5 @@ def check_report_dir(report_dir: str | os.PathLike | None, export_dir: str | os.
     return folder
 
 
-__all__ = ["ParityReport", "ParityUsageError", "PolicyCompare", "SessionRunner", "check_report_dir",
+__all__ = ["ParityReport", "ParityUsageError", "PolicyCompare", "SessionRunner", "check_pair", "check_report_dir",
            "default_report_dir", "make_cases", "plan_shapes", "run_parity", "to_markdown", "write_report"]

@@ -36,6 +36,21 @@ class OutputCheck:
     torch_half_max_abs: float | None = None
     #: "all" elements, or "real tokens" (reduced precision: padded queries' outputs are arbitrary there).
     compared: str = "all"
+    #: int8, outputs of class scores: rows whose top-1 agrees with the reference's, of how many (real tokens).
+    agree: int | None = None
+    total: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class AgreementCheck:
+    """int8: one output's per-token top-1 agreement over every checked shape together, and the policy's verdict."""
+
+    output: str
+    agree: int
+    total: int
+    bound: float
+    passed: bool
+    reason: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,18 +75,23 @@ class ParityReport:
     runners: tuple[str, ...] = ()
     checks: tuple[ShapeCheck, ...] = ()
     reason: str = ""
+    #: int8: per-token top-1 agreement over all shapes, per output of class scores.
+    agreement: tuple[AgreementCheck, ...] = ()
     #: The policy's constants this report applied (``runtime/tolerances.py``).
     policy: dict[str, float] = dataclasses.field(default_factory=lambda: {
         "FP32_MAX_ABS": tolerances.FP32_MAX_ABS, "FP32_MAX_NMSE": tolerances.FP32_MAX_NMSE,
-        "HALF_ERROR_RATIO": tolerances.HALF_ERROR_RATIO})
+        "HALF_ERROR_RATIO": tolerances.HALF_ERROR_RATIO, "INT8_MIN_COSINE": tolerances.INT8_MIN_COSINE,
+        "INT8_MAX_NMSE": tolerances.INT8_MAX_NMSE,
+        "INT8_MIN_TOP1": tolerances.INT8_MIN_TOP1, "INT8_TIE_MARGIN": tolerances.INT8_TIE_MARGIN})
 
     @property
     def ok(self) -> bool:
         return self.status == PASSED
 
     def failures(self) -> list[str]:
-        return [f"{check.label} {_sizes(check.sizes)}: {row.output}: {row.reason}"
-                for check in self.checks for row in check.outputs if not row.passed]
+        return ([f"{check.label} {_sizes(check.sizes)}: {row.output}: {row.reason}"
+                 for check in self.checks for row in check.outputs if not row.passed]
+                + [f"all shapes: {row.reason}" for row in self.agreement if not row.passed])
 
 
 def _sizes(sizes: dict[str, int]) -> str:
@@ -97,8 +117,13 @@ def to_json(report: ParityReport) -> dict[str, Any]:
 
 
 def _bound(bound: dict[str, float]) -> str:
-    names = {"max_abs": "max abs", "nmse": "NMSE"}
-    return ", ".join(f"{names[k]} ≤ {v:.3g}" for k, v in bound.items()) or "-"
+    names = {"max_abs": "max abs ≤", "nmse": "NMSE ≤", "cosine": "cosine ≥", "labels": "same labels:",
+             "top1": "top-1 ≥"}
+    return ", ".join(f"{names[k]} {v:.3g}" for k, v in bound.items()) or "-"
+
+
+def _top1(row: OutputCheck) -> str:
+    return "-" if row.agree is None else f"{row.agree}/{row.total}"
 
 
 def to_markdown(report: ParityReport) -> str:
@@ -112,8 +137,9 @@ def to_markdown(report: ParityReport) -> str:
         return "\n".join(lines + ["", f"**NOT RUN**: {report.reason}", ""])
     if not report.checks:  # the run stopped before any comparison (the runtime raised)
         return "\n".join(lines + ["", f"**FAIL**: {report.reason}", ""])
-    half = report.precision != "fp32"
-    header = ["shape", "output", "max abs", "NMSE", "cosine"] + (["PyTorch fp16 max abs"] if half else [])
+    half, int8 = report.precision == "fp16", report.precision == "int8"
+    header = (["shape", "output", "max abs", "NMSE", "cosine"] + (["PyTorch fp16 max abs"] if half else [])
+              + (["top-1 agree"] if int8 else []))
     lines += ["", "| " + " | ".join(header + ["bound", "result"]) + " |",
               "|" + "---|" * 2 + "---:|" * (len(header) - 2) + "---|---|"]
     for check in report.checks:
@@ -122,9 +148,12 @@ def to_markdown(report: ParityReport) -> str:
                      else ""), f"{row.max_abs:.3g}", f"{row.nmse:.3g}", f"{row.cosine:.6f}"]
             if half:
                 cells.append("-" if row.torch_half_max_abs is None else f"{row.torch_half_max_abs:.3g}")
+            if int8:
+                cells.append(_top1(row))
             cells += [_bound(row.bound), "PASS" if row.passed else "**FAIL**"]
             lines.append("| " + " | ".join(cells) + " |")
-    total = sum(len(check.outputs) for check in report.checks)
+    lines += _agreement_lines(report.agreement)
+    total = sum(len(check.outputs) for check in report.checks) + len(report.agreement)
     failures = report.failures()
     lines.append("")
     if report.status == PASSED:
@@ -135,6 +164,18 @@ def to_markdown(report: ParityReport) -> str:
     else:
         lines.append(f"**FAIL**: {report.reason}")
     return "\n".join(lines) + "\n"
+
+
+def _agreement_lines(rows: tuple[AgreementCheck, ...]) -> list[str]:
+    """int8: the per-token top-1 agreement over all shapes (ties counting as agreeing)."""
+    if not rows:
+        return []
+    lines = ["", "| output | top-1 agreement, all shapes (real tokens) | bound | result |", "|---|---:|---|---|"]
+    for row in rows:
+        share = row.agree / row.total if row.total else 0.0
+        lines.append(f"| {row.output} | {share:.2%} ({row.agree}/{row.total}) | ≥ {row.bound:.0%} | "
+                     f"{'PASS' if row.passed else '**FAIL**'} |")
+    return lines
 
 
 def default_report_dir(export_dir: str | os.PathLike) -> Path:
@@ -168,5 +209,5 @@ def write_report(report: ParityReport, folder: str | os.PathLike) -> Path:
 
 
 
-__all__ = ["FAILED", "JSON_NAME", "MARKDOWN_NAME", "NOT_RUN", "OutputCheck", "PASSED", "ParityReport", "ShapeCheck",
-           "default_report_dir", "is_report_file", "to_json", "to_markdown", "write_report"]
+__all__ = ["AgreementCheck", "FAILED", "JSON_NAME", "MARKDOWN_NAME", "NOT_RUN", "OutputCheck", "PASSED", "ParityReport",
+           "ShapeCheck", "default_report_dir", "is_report_file", "to_json", "to_markdown", "write_report"]

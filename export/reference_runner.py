@@ -25,7 +25,8 @@ from polygraphy.common import TensorMetadata
 
 from .specs import get_spec
 
-_NUMPY_FLOATS = {"fp32": np.float32, "fp16": np.float16}
+#: The float inputs (decoder caches) of an export of each precision: an int8 export's stay float32.
+_NUMPY_FLOATS = {"fp32": np.float32, "fp16": np.float16, "int8": np.float32}
 _TORCH_PRECISIONS = {torch.float32: "fp32", torch.float16: "fp16"}
 
 

@@ -6,14 +6,19 @@ raises :class:`VerificationError` (exit status 1) and the export writes nothing.
 Runtime's CPU provider has no kernel for an fp16 graph) is not a pass either: it raises
 :class:`VerificationUnavailableError`, unless the user asked for an unverified export (``--no-verify``), which the
 manifest then records.
+
+int8 exports (``export/quantize.py``) are judged by :func:`verify_int8`: the int8 rule of the policy on a larger
+evaluation set, against an oracle (the PyTorch reference, or an fp32 export in ONNX Runtime), with top-1 agreement
+counted over the whole set.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -24,6 +29,8 @@ from tensorkiln.runtime.errors import CheckFailed
 from .specs import ExportError, ExportSpec, Shape
 
 PROVIDER = "CPUExecutionProvider"
+#: The fp32 outputs of one set of inputs, by the export's output names.
+Oracle = Callable[[dict[str, torch.Tensor]], dict[str, np.ndarray]]
 
 
 class VerificationError(CheckFailed):
@@ -93,10 +100,7 @@ def verify(folder: Path, spec: ExportSpec, head: str, reference: nn.Module, half
         sizes = {name: size for name, size in shape.sizes().items() if any(name in d for d in used)}
         errors, torch_half = [], {}
         for out_spec, value in zip(out_specs, got):
-            expected_shape = mf.TensorInfo(out_spec.name, "float32", out_spec.dims).resolve(sizes)
-            if tuple(value.shape) != expected_shape:
-                raise VerificationError(f"output {out_spec.name!r} has shape {tuple(value.shape)} at {sizes}; the "
-                                        f"spec says {out_spec.dims} = {expected_shape}")
+            _check_shape(out_spec, value, sizes)
             result = tolerances.compare(
                 precision, out_spec.name, value, want[out_spec.name].float().numpy(),
                 torch_half=None if own is None else own[out_spec.name].float().numpy(),
@@ -113,4 +117,55 @@ def verify(folder: Path, spec: ExportSpec, head: str, reference: nn.Module, half
     return mf.Verification(status=mf.PASSED, rule=rule, provider=PROVIDER, checks=tuple(checks))
 
 
-__all__ = ["VerificationError", "VerificationUnavailableError", "not_verified", "verify"]
+def _check_shape(out_spec, value: np.ndarray, sizes: dict[str, int]) -> None:
+    expected = mf.TensorInfo(out_spec.name, "float32", out_spec.dims).resolve(sizes)
+    if tuple(value.shape) != expected:
+        raise VerificationError(f"output {out_spec.name!r} has shape {tuple(value.shape)} at {sizes}; the spec says "
+                                f"{out_spec.dims} = {expected}")
+
+
+def verify_int8(folder: Path, spec: ExportSpec, config, head: str, oracle: Oracle, oracle_name: str,
+                shapes: Sequence[Shape]) -> mf.Verification:
+    """Judge the int8 graph in ``folder`` against ``oracle`` at each shape by the int8 rule; per-token top-1
+    agreement over all shapes together. Raise VerificationError past the rule."""
+    rule = tolerances.rule_text("int8")
+    session = _session(folder, "int8")
+    out_specs = spec.outputs(config, head)
+    used = {d for s in spec.inputs(config, head) for d in s.dims if isinstance(d, str)}
+    checks, failures, counts = [], [], {}
+    for index, shape in enumerate(shapes):
+        inputs = spec.dummy_inputs(config, head, shape, seed=index + 1)
+        feeds = {name: tensor.numpy() for name, tensor in inputs.items()}
+        try:
+            got = session.run([s.name for s in out_specs], feeds)
+        except Exception as exc:
+            raise VerificationError(f"ONNX Runtime failed at shape {shape.sizes()}: {exc}") from exc
+        want = oracle(inputs)
+        sizes = {name: size for name, size in shape.sizes().items() if any(name in d for d in used)}
+        errors = []
+        for out_spec, value in zip(out_specs, got):
+            _check_shape(out_spec, value, sizes)
+            result = tolerances.compare("int8", out_spec.name, value, want[out_spec.name],
+                                        token_axis=out_spec.token_axis, attention_mask=feeds.get("attention_mask"))
+            agree = result.agreement
+            errors.append(mf.OutputError(out_spec.name, *result.errors, *(agree if agree else (None, None))))
+            if agree is not None and out_spec.token_axis is not None:
+                counts.setdefault(out_spec.name, []).append(agree)
+            if not result.verdict.passed:
+                failures.append(f"{out_spec.name} at {sizes}: {result.verdict.reason}")
+        checks.append(mf.CheckResult(shape=sizes, errors=tuple(errors)))
+    summary = {}
+    for name, per_shape in counts.items():
+        verdict = tolerances.judge_agreement(name, per_shape)
+        summary[name] = {"agree": sum(c.agree for c in per_shape), "total": sum(c.total for c in per_shape),
+                         "min_fraction": tolerances.INT8_MIN_TOP1}
+        if not verdict.passed:
+            failures.append(f"{verdict.reason} over the {len(shapes)} shapes")
+    if failures:
+        raise VerificationError(f"the int8 graph breaks the int8 rule against {oracle_name} ({rule}):\n  "
+                                + "\n  ".join(failures))
+    return mf.Verification(status=mf.PASSED, rule=rule, provider=PROVIDER, checks=tuple(checks),
+                           oracle=oracle_name, agreement=summary)
+
+
+__all__ = ["Oracle", "VerificationError", "VerificationUnavailableError", "not_verified", "verify", "verify_int8"]

@@ -36,9 +36,16 @@ def describe_export(manifest: mf.Manifest, folder: Path) -> str:
         lines.append(f"- custom nodes run on (load's default, kernels='auto'): {native.auto_summary()}")
     if manifest.cache is not None:
         lines.append(f"- cache: {len(manifest.cache.entries)} tensors fed back each step (generation)")
+    quantization = manifest.quantization
+    if quantization is not None:
+        counts = ", ".join(f"{op} x{n}" for op, n in quantization.quantized.items())
+        lines.append(f"- int8: {quantization.method} quantization by {quantization.tool} {quantization.tool_version} "
+                     f"({counts}; weights {quantization.weights}; activations {quantization.activations}); fp32: "
+                     + "; ".join(quantization.kept_fp32))
     verification = manifest.verification
     lines.append(f"- verification: {verification.status}" + (f" ({verification.reason})" if verification.reason
-                                                              else f" ({verification.rule})"))
+                                                              else f" ({verification.rule})")
+                 + (f", against {verification.oracle}" if verification.oracle else ""))
     lines += ["", "| tensor | kind | dtype | dims |", "|---|---|---|---|"]
     for kind, tensors in (("input", manifest.inputs), ("output", manifest.outputs)):
         for tensor in tensors:

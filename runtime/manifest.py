@@ -4,7 +4,8 @@ Torch-free (the runtime reads it). ``manifest.json`` records the architecture (`
 name), the inputs and outputs with their dtypes and dims (symbolic dims are names such as ``"batch_size"``), the
 opset and precision, the length rules the runtime must apply before feeding the model, the custom nodes in the
 graph, the cache layout of decoders (which output feeds which input on the next step), the errors measured against
-the reference model at export time, and the sha256 of every file written beside it.
+the reference model at export time, and the sha256 of every file written beside it. An int8 export also records
+how it was quantized (:class:`Quantization`) and what its check compared against.
 
 Every file name in a manifest stays inside its folder (``runtime/paths.py``), and the model, its config and the
 graph's external-data files must all be hashed; a field of the wrong JSON type is an error naming its key.
@@ -43,7 +44,8 @@ CHOICES = "num_choices"
 PAST = "past_sequence_length"
 TOTAL = "past_sequence_length + sequence_length"
 
-PRECISIONS = ("fp32", "fp16")
+#: int8: ONNX Runtime's quantization of an fp32 export (``kiln quantize``); its inputs and outputs keep their dtypes.
+PRECISIONS = ("fp32", "fp16", "int8")
 #: Verification statuses. Format 1 manifests written before ``--no-verify`` existed say "skipped" for unverified.
 PASSED = "passed"
 UNVERIFIED = "unverified"
@@ -141,6 +143,9 @@ class OutputError:
     max_abs: float
     nmse: float
     cosine: float
+    #: int8, outputs of class scores: how many rows' top-1 agree with the reference's, of how many (real tokens).
+    agree: int | None = None
+    total: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,6 +169,26 @@ class Verification:
     provider: str
     checks: tuple[CheckResult, ...] = ()
     reason: str = ""
+    #: int8: what the check compared against ("reference (PyTorch fp32)" or the fp32 export), and per output of
+    #: per-token class scores the top-1 agreement over the whole evaluation set: {"agree", "total", "min_fraction"}.
+    oracle: str = ""
+    agreement: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Quantization:
+    """How an int8 export was made from its fp32 export: the method and the tool (ONNX Runtime's quantizer and its
+    version), the weight and activation formats, which op types were quantized (node counts), what was left in
+    fp32, and the sha256 of the fp32 ``model.onnx`` it came from."""
+
+    method: str
+    tool: str
+    tool_version: str
+    weights: str
+    activations: str
+    quantized: Mapping[str, int]
+    kept_fp32: tuple[str, ...]
+    source_sha256: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,6 +217,8 @@ class Manifest:
     config_file: str = CONFIG_NAME
     producer: Mapping[str, str] = dataclasses.field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    #: int8 exports: how they were quantized (None for fp32 and fp16).
+    quantization: Quantization | None = None
 
     def input(self, name: str) -> TensorInfo:
         return _by_name(self.inputs, name, "input")
@@ -268,8 +295,25 @@ def _verification(v: Fields) -> Verification:
                          for e in c.objects("errors")),
             torch_half_max_abs=None if half is None else {k: half.number(k) for k in half.data}))
     status = v.string("status")
+    agreement = v.object("agreement", {})
     return Verification(status=_LEGACY_STATUSES.get(status, status), rule=v.string("rule"),
-                        provider=v.string("provider"), reason=v.string("reason", ""), checks=tuple(checks))
+                        provider=v.string("provider"), reason=v.string("reason", ""), checks=tuple(checks),
+                        oracle=v.string("oracle", ""),
+                        agreement={k: {n: agreement.object(k).number(n) for n in agreement.object(k).data}
+                                   for k in agreement.data})
+
+
+def _quantization(q: Fields | None) -> Quantization | None:
+    if q is None:
+        return None
+    counts = q.object("quantized")
+    kept = q.get("kept_fp32")
+    if not isinstance(kept, list) or not all(isinstance(k, str) for k in kept):
+        raise q.fail("kept_fp32", "a list of strings", kept)
+    return Quantization(method=q.string("method"), tool=q.string("tool"), tool_version=q.string("tool_version"),
+                        weights=q.string("weights"), activations=q.string("activations"),
+                        quantized={k: counts.integer(k, minimum=0) for k in counts.data}, kept_fp32=tuple(kept),
+                        source_sha256=q.string("source_sha256"))
 
 
 def from_dict(data: Mapping[str, Any], source: str = "manifest") -> Manifest:
@@ -295,6 +339,7 @@ def from_dict(data: Mapping[str, Any], source: str = "manifest") -> Manifest:
         model_file=d.string("model_file", MODEL_NAME),
         config_file=d.string("config_file", CONFIG_NAME),
         producer=d.strings("producer", {}),
+        quantization=_quantization(d.object("quantization", None)),
     )
     if manifest.verification.status not in (PASSED, UNVERIFIED):
         raise ManifestError(f"{source} verification status {manifest.verification.status!r} is not one of "
@@ -302,6 +347,9 @@ def from_dict(data: Mapping[str, Any], source: str = "manifest") -> Manifest:
     if manifest.precision not in PRECISIONS:
         raise ManifestError(f"{source} key 'precision' is {manifest.precision!r}; expected one of {PRECISIONS}")
     _check_names(manifest, source)
+    if (manifest.precision == "int8") != (manifest.quantization is not None):
+        raise ManifestError(f"{source} key 'quantization' must be present exactly for int8 exports; this one is "
+                            f"{manifest.precision} with quantization {manifest.quantization!r}")
     return manifest
 
 

@@ -120,10 +120,27 @@ def test_bench_one_tiny_model(tmp_path, capsys):
     assert kiln(["bench", "--quick", "--presets", "tiny-megatron-bert", "--work", str(tmp_path / "work"), "--json",
                  str(out), "--skip", "hf", "memory", "generation", "mra-dense", "native", "--no-progress"]) == 0
     result = json.loads(out.read_text())
-    _check_result(result, capsys.readouterr().out)
+    stdout = capsys.readouterr().out
+    _check_result(result, stdout)
     assert [r["model"] for r in result["latency"]] == ["tiny-megatron-bert"]
     assert result["generation"] == [] and result["memory"] == [] and result["mra_vs_dense"] is None
     assert result["native"] is None
+    _check_int8(result, stdout)
+
+
+def _check_int8(result: dict, stdout: str) -> None:
+    """Every model has a checked int8 export, timed in the latency rows; ratios and sizes as the JSON says."""
+    models = result["int8"]["models"]
+    assert set(models) == {r["model"] for r in result["latency"]}
+    for row in result["latency"]:
+        m, b = models[row["model"]], row["backends"]
+        assert m["status"] == "passed" and m["int8_mb"] < m["fp32_mb"] and m["quantized"]["MatMul"] > 0
+        ratio = b["onnxruntime"]["median_ms"] / b["onnxruntime_int8"]["median_ms"]
+        ms = b["onnxruntime_int8"]["median_ms"]
+        shown = f"{ms:.1f}" if ms >= 10 else f"{ms:.2f}"
+        assert f"| {row['model']} | {row['batch']} | {row['seq']} | {shown} |" in stdout
+        assert f"{ratio:.2f}x" in stdout and f"{m['size_ratio']:.2f}x" in stdout
+    assert "### int8 (ONNX Runtime dynamic quantization) vs fp32" in stdout
 
 
 @pytest.mark.slow
@@ -136,6 +153,7 @@ def test_bench_quick_end_to_end(tmp_path, capsys, native_kernels):
     assert {r["model_type"] for r in result["latency"]} == {"mra", "mega", "megatron-bert", "gpt_neox",
                                                             "nystromformer"}
     assert all("hf" in r["backends"] for r in result["latency"])
+    _check_int8(result, stdout)
 
     generation = {g["model"]: g for g in result["generation"]}
     assert set(generation) == {"tiny-gpt-neox", "tiny-mega"}

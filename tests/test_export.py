@@ -345,7 +345,7 @@ def test_cli_errors(exports, tmp_path, capsys):
     assert "max length 128" in capsys.readouterr().err
     assert os.listdir(tmp_path) == ["taken"]
     with pytest.raises(ExportError, match="precision"):
-        exporter.export(ckpt, tmp_path / "b", precision="int8")
+        exporter.export(ckpt, tmp_path / "b", precision="int4")
 
 
 def test_an_export_that_cannot_be_verified_fails_unless_asked(exports, tmp_path, monkeypatch, capsys):

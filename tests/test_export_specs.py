@@ -192,7 +192,7 @@ def test_manifest_round_trip(tmp_path):
 @pytest.mark.parametrize(("change", "message"), [
     (lambda d: d.pop("opset"), "'opset'"),
     (lambda d: d.update(format_version=mf.FORMAT_VERSION + 1), "newer"),
-    (lambda d: d.update(precision="int8"), "precision"),
+    (lambda d: d.update(precision="int4"), "precision"),
     (lambda d: d.update(files={}), "model file"),
 ])
 def test_manifest_errors_name_the_problem(change, message):

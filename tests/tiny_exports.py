@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tensorkiln.export import exporter
+from tensorkiln.export import exporter, quantize
 from tensorkiln.reference.presets import Preset, get_preset, init_checkpoint
 
 TINY = {
@@ -43,10 +43,15 @@ class Exports:
         return path
 
     def get(self, model_type: str, head: str, precision: str = "fp32") -> tuple[Path, Path]:
+        """int8: ``kiln quantize`` of the cached fp32 export, judged against the checkpoint's reference (the same
+        graph ``kiln export --precision int8`` writes, without exporting twice; tests/test_int8.py checks that)."""
         key = (model_type, head, precision)
         if key not in self.done:
             ckpt = self.checkpoint(model_type, head)
             out = self.root / f"onnx-{model_type}-{head}-{precision}"
-            exporter.export(ckpt, out, precision=precision, progress=False)
+            if precision == "int8":
+                quantize.quantize_export(self.get(model_type, head)[1], out, checkpoint_dir=ckpt, progress=False)
+            else:
+                exporter.export(ckpt, out, precision=precision, progress=False)
             self.done[key] = (ckpt, out)
         return self.done[key]

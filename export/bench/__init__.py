@@ -9,6 +9,8 @@ What is measured, and where:
   * the machine and its fp32 sgemm peak, the figure the efficiencies divide by (:mod:`.machine`, :mod:`.peak`);
   * latency: one forward at each batch x sequence shape, the backends alternating (:mod:`.timing`), with the matmul
     FLOPs of the reference forward (:mod:`.flops`);
+  * int8: each model's int8 export (``kiln quantize``, checked) as one more latency backend, its size and check, and
+    its speed-up over the fp32 export (:mod:`.int8`);
   * generation: greedy decoding with the cache, ORT vs the reference (:mod:`.generation`);
   * memory: each backend's RSS in a fresh process (:mod:`.memory`, run by :mod:`.worker`);
   * MRA vs dense: MRA at its long length against dense attention of the same weights (:mod:`.mra_dense`);
@@ -35,6 +37,8 @@ from typing import Any
 
 from .flops import count_matmul_flops
 from .generation import bench_generation
+from .int8 import attach as attach_int8
+from .int8 import int8_targets
 from .machine import load_average, machine_info
 from .memory import bench_memory
 from .mra_dense import MraPair, bench_mra_dense, build_mra_pair
@@ -107,7 +111,7 @@ def _new_result(options: BenchOptions) -> dict[str, Any]:
         "ort_fusions": options.ort_fusions, "kernels": options.kernels,
         "onnxruntime_model": "the export's model.onnx, CPU execution provider, ORT_ENABLE_ALL graph optimisations"},
         "errors": [], "latency": [], "skipped": {}, "ort_fusions": {}, "generation": [], "memory": [],
-        "mra_vs_dense": None, "native": None, "custom_nodes": {}, "targets": []}
+        "mra_vs_dense": None, "native": None, "custom_nodes": {}, "int8": None, "targets": []}
 
 
 def _latency(result: dict[str, Any], targets: list[Target], options: BenchOptions, path: Path) -> None:
@@ -141,6 +145,8 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     mra_pair = None if {"mra-dense", "native"} <= options.skip else build_mra_pair(options)
     result["models"] = [{"name": t.name, "checkpoint": str(t.checkpoint), "export": str(t.export),
                          "model_type": t.model_type, "hf_class": t.manifest.hf_class} for t in targets]
+    if "int8" not in options.skip:
+        attach_int8(targets, options, result, _guarded)
     _latency(result, targets, options, path)
     if "generation" not in options.skip:
         for target in targets + extra:
@@ -161,7 +167,8 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         result["native"] = _guarded(result, "native kernels", options,
                                     lambda: bench_native(options, peak, mra_pair, result["errors"]))
         _write_json(result, path)
-    result["targets"] = _targets_met(result) + (result["native"] or {}).get("targets", [])
+    result["targets"] = (_targets_met(result) + (result["native"] or {}).get("targets", [])
+                         + int8_targets(result))
     result["elapsed_s"] = time.time() - started
     result["machine"]["load_average_at_end"] = load_average()
     _write_json(result, path)

@@ -14,7 +14,7 @@ from tensorkiln.runtime.errors import KilnError
 
 BACKENDS = ("reference", "onnxruntime", "hf")
 LABELS = {"reference": "reference eager", "onnxruntime": "ORT CPU", "hf": "HF eager",
-          "onnxruntime_fused": "ORT + transformers optimizer"}
+          "onnxruntime_fused": "ORT + transformers optimizer", "onnxruntime_int8": "ORT int8"}
 QUICK_SEQ = 32
 #: The issue's acceptance figures, evaluated on the rows they name.
 EFFICIENCY_TARGET = 0.85
@@ -66,6 +66,8 @@ class Target:
     export: Path
     config: dict[str, Any]
     manifest: mf.Manifest
+    #: Its int8 export (the int8 section), when made and checked.
+    int8: Path | None = None
 
     @property
     def model_type(self) -> str:

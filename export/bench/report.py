@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .int8 import int8_tables
 from .native_report import format_native
 from .options import LABELS
 
@@ -43,7 +44,7 @@ def _header(result: dict[str, Any]) -> list[str]:
 
 
 def _latency_backends(result: dict[str, Any]) -> list[str]:
-    """The backends that appear in some latency row, in the tables' column order."""
+    """The backends that appear in some latency row, in the tables' column order (int8 has its own table)."""
     return [b for b in ("reference", "onnxruntime", "onnxruntime_fused", "hf")
             if any(b in r["backends"] for r in result["latency"])]
 
@@ -157,6 +158,9 @@ def format_markdown(result: dict[str, Any]) -> str:
     """The result of :func:`~tensorkiln.export.bench.run_bench` as markdown."""
     names = _latency_backends(result)
     lines = [*_header(result), "", *_latency_table(result, names), "", *_efficiency_table(result, names)]
+    int8 = int8_tables(result)
+    if int8:
+        lines += ["", *int8]
     if result["generation"]:
         lines += ["", *_generation_table(result["generation"])]
     if result["memory"]:

@@ -109,6 +109,8 @@ def _open_runners(target: Target, options: BenchOptions) -> tuple[dict[str, Any]
     runners["reference"] = Reference(target.checkpoint, options.threads)
     runners["onnxruntime"] = Ort(target.export, options.threads, kernels=options.kernels)
     info["custom_nodes"] = runners["onnxruntime"].implementations
+    if target.int8 is not None:  # the int8 section's export (export/bench/int8.py)
+        runners["onnxruntime_int8"] = Ort(target.int8, options.threads, kernels=options.kernels)
     if options.ort_fusions:
         path, fused = _fused_model(target, Path(options.work))
         info["ort_fusions"] = fused
