@@ -27,7 +27,6 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -38,7 +37,7 @@ import torch
 from torch import nn
 
 from tensorkiln.runtime import manifest as mf
-from tensorkiln.runtime.atomic import replace_folder
+from tensorkiln.runtime.atomic import make_staging_folder, replace_folder
 from tensorkiln.runtime.version import package_version
 
 from .specs import HEAD_TASKS, ExportError, ExportSpec, TensorSpec, get_spec, resolve_task
@@ -326,8 +325,7 @@ def export(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathLike, option
 
     created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the export is meant to be shared like any model folder
+    tmp = make_staging_folder(out.parent, f".{out.name}.tmp-")  # mkdir's mode under the umask
     progress = _Progress(options.progress, f"kiln export {arch.hf_class_name(head)}")
     try:
         manifest = _export_into(tmp, checkpoint_dir, arch, head, spec, options, progress)

@@ -24,7 +24,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from tensorkiln.runtime.atomic import make_staging_folder
 from tensorkiln.runtime.errors import KilnError
+from tensorkiln.runtime.hub import hub_hint
 
 from .config import ConfigError, HFConfig
 from .registry import Architecture, get_architecture, normalize_head
@@ -45,7 +47,7 @@ class CheckpointError(KilnError, ValueError):
 def read_config(checkpoint_dir: str | os.PathLike) -> dict[str, Any]:
     path = Path(checkpoint_dir) / CONFIG_NAME
     if not Path(checkpoint_dir).is_dir():
-        raise CheckpointError(f"checkpoint folder {str(checkpoint_dir)!r} does not exist")
+        raise CheckpointError(f"checkpoint folder {str(checkpoint_dir)!r} does not exist." + hub_hint(checkpoint_dir))
     if not path.is_file():
         raise CheckpointError(f"{str(path)!r} is missing: a checkpoint folder needs the model's config.json")
     try:
@@ -264,8 +266,10 @@ def save_pretrained(
     *,
     overwrite: bool = False,
     max_shard_bytes: int = MAX_SHARD_BYTES,
+    extra_files: Mapping[str, str] | None = None,
 ) -> Path:
-    """Write ``config.json`` and safetensors weights, atomically: a failure leaves no partial folder behind."""
+    """Write ``config.json`` and safetensors weights, atomically: a failure leaves no partial folder behind.
+    ``extra_files``: ``{name: text}`` written beside them in the same step (a tokenizer, ``generation_config.json``)."""
     from safetensors.torch import save_file
 
     out = Path(out_dir)
@@ -283,9 +287,11 @@ def save_pretrained(
         if name not in tied and not _ignored(model, name)
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = make_staging_folder(out.parent, f".{out.name}.tmp-")  # mkdir's mode under the umask, not mkdtemp's 0700
     try:
         (tmp / CONFIG_NAME).write_text(json.dumps(hf, indent=2, sort_keys=True) + "\n")
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
         shards = list(_shards(state, max_shard_bytes))
         if len(shards) == 1:
             save_file(shards[0], str(tmp / SAFETENSORS_NAME), metadata={"format": "pt"})

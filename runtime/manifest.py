@@ -22,6 +22,7 @@ from typing import Any
 
 from .atomic import write_text
 from .errors import ManifestError
+from .hub import hub_hint
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -307,7 +308,8 @@ def read_manifest(folder: str | os.PathLike, *, check_files: bool = True) -> Man
     """Read ``folder/manifest.json``; with ``check_files`` also check every listed file's sha256."""
     path = Path(folder) / MANIFEST_NAME
     if not path.is_file():
-        raise ManifestError(f"{str(path)!r} is missing: is {str(folder)!r} a folder written by `kiln export`?")
+        raise ManifestError(f"{str(path)!r} is missing: is {str(folder)!r} a folder written by `kiln export`?"
+                            + hub_hint(folder, export=True))
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:

@@ -23,6 +23,7 @@ import numpy as np
 from . import backends
 from . import manifest as mf
 from .errors import ManifestError, RuntimeInputError
+from .hub import hub_hint
 from .inputs import ModelLimits, prepare
 
 
@@ -90,7 +91,8 @@ def load(export_dir: str | Path, backend: str = "auto", *, providers: Sequence[s
     """
     folder = Path(export_dir)
     if not folder.is_dir():
-        raise ManifestError(f"{str(folder)!r} is not a folder; pass the OUT_DIR that `kiln export` wrote")
+        raise ManifestError(f"{str(folder)!r} is not a folder; pass the OUT_DIR that `kiln export` wrote."
+                            + hub_hint(folder, export=True))
     chosen = backends.choose_providers(backend, providers)
     manifest = mf.read_manifest(folder, check_files=check_files)
     config_path = folder / manifest.config_file

@@ -16,14 +16,12 @@ Triton does not apply the runtime's input rules: clients of a fixed-length graph
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 from . import manifest as mf
-from .atomic import replace_folder
+from .atomic import make_staging_folder, replace_folder
 from .errors import UsageError
 
 TRITON_TYPES = {"int64": "TYPE_INT64", "int32": "TYPE_INT32", "float32": "TYPE_FP32", "float16": "TYPE_FP16",
@@ -106,9 +104,8 @@ def write_repository(export_dir: str | Path, repo_dir: str | Path, *, name: str 
     if target.exists() and not overwrite:
         raise TritonError(f"{str(target)!r} exists; pass overwrite=True (--overwrite) to replace it")
     repo.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=repo))
+    tmp = make_staging_folder(repo, f".{name}.")
     try:
-        os.chmod(tmp, 0o755)
         (tmp / "1").mkdir()
         for file in manifest.files:
             source = export_dir / file
