@@ -14,10 +14,11 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import sys
+import warnings
 from pathlib import Path
 
 from tensorkiln.runtime import commands as runtime_commands
-from tensorkiln.runtime.errors import KilnError, UsageError
+from tensorkiln.runtime.errors import KilnError, KilnWarning, UsageError
 from tensorkiln.runtime.version import package_version
 
 #: What the torch commands import, and the extra that installs it.
@@ -82,7 +83,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     options = ExportOptions(task=args.task, opset=args.opset, precision=args.precision, batch=args.batch,
                             seq=args.seq, overwrite=args.overwrite, progress=not args.no_progress,
-                            verify=not args.no_verify)
+                            verify=not args.no_verify, atol=args.atol)
     manifest = export(args.checkpoint_dir, args.out_dir, options)
     verification = manifest.verification
     worst: dict[str, float] = {}
@@ -171,10 +172,15 @@ def _add_export_commands(sub: argparse._SubParsersAction) -> None:
                    help="the head to export, e.g. ForSequenceClassification or text-classification (default: the "
                         "one config.json names)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
-    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
-                   help="fp16 exports half weights and activations (ids stay int64)")
-    p.add_argument("--batch", type=int, default=2, help="batch size of the export-time check (a hint)")
-    p.add_argument("--seq", type=int, default=16, help="sequence length of the export-time check (a hint)")
+    p.add_argument("--precision", "--dtype", dest="precision", choices=("fp32", "fp16"), default="fp32",
+                   help="fp16 exports half weights and activations (ids stay int64); --dtype is Optimum's spelling")
+    p.add_argument("--batch", "--batch_size", "--batch-size", dest="batch", type=int, default=2,
+                   help="batch size of the export-time check (a hint; --batch_size is Optimum's spelling)")
+    p.add_argument("--seq", "--sequence_length", "--sequence-length", dest="seq", type=int, default=16,
+                   help="sequence length of the export-time check (a hint; --sequence_length is Optimum's spelling)")
+    p.add_argument("--atol", type=float, default=None,
+                   help="also hold the export check to this max abs error (recorded in the manifest); it can only "
+                        "tighten the tolerance policy (fp32: at most 1e-4)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists")
     p.add_argument("--no-verify", action="store_true",
                    help="write the export without the ONNX Runtime check (recorded in the manifest); by default an "
@@ -227,8 +233,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Our warnings as one ``kiln: warning:`` line; anything else as Python prints it."""
+    if issubclass(category, KilnWarning):
+        print(f"kiln: warning: {message}", file=sys.stderr)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.showwarning = _show_warning
     try:
         if getattr(args, "needs_export_extra", False):
             require_export_extra(args.command)

@@ -52,5 +52,14 @@ class CheckFailed(KilnError, RuntimeError):
     exit_code: ClassVar[int] = EXIT_CHECK_FAILED
 
 
-__all__ = ["BackendUnavailableError", "CheckFailed", "EXIT_CHECK_FAILED", "EXIT_USAGE", "KilnError", "ManifestError",
-           "RuntimeInputError", "UsageError"]
+class TokenizerUnavailableError(KilnError, RuntimeError):
+    """Text was given but the export carries no tokenizer, or HF's ``tokenizers`` library is not installed."""
+
+
+class KilnWarning(UserWarning):
+    """Something a person should know that does not stop the work (a truncated input, a tokenizer that disagrees
+    with config.json); the CLI prints it as ``kiln: warning: ...``."""
+
+
+__all__ = ["BackendUnavailableError", "CheckFailed", "EXIT_CHECK_FAILED", "EXIT_USAGE", "KilnError", "KilnWarning",
+           "ManifestError", "RuntimeInputError", "TokenizerUnavailableError", "UsageError"]

@@ -6,7 +6,9 @@ opset and precision, the length rules the runtime must apply before feeding the 
 graph, the cache layout of decoders (which output feeds which input on the next step), the errors measured against
 the reference model at export time, and the sha256 of every file written beside it.
 
-Format versions: 1 is the first. A reader refuses a manifest from a newer format with a clear error rather than
+Format versions: 1 is the first; 2 adds ``text`` (the tokenizer and generation-config files the export carries) and
+``verification.atol`` (an ``--atol`` the check was held to). A format-1 manifest reads as one without either (no
+tokenizer, the policy's bounds). A reader refuses a manifest from a newer format with a clear error rather than
 guess at fields it does not know.
 """
 
@@ -24,12 +26,20 @@ from .atomic import write_text
 from .errors import ManifestError
 from .hub import hub_hint
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 MODEL_NAME = "model.onnx"
 #: Weights go to this file beside the model when the graph is too big for one protobuf (2 GB).
 EXTERNAL_DATA_NAME = "model.onnx.data"
 CONFIG_NAME = "config.json"
+GENERATION_CONFIG_NAME = "generation_config.json"
+#: How the runtime builds a tokenizer from the files an export carries, in order of preference.
+TOKENIZER_JSON = "tokenizer.json"
+BPE_FILES = ("vocab.json", "merges.txt")
+WORDPIECE_FILES = ("vocab.txt",)
+#: Every tokenizer file a checkpoint may hold that an export copies (HF's names).
+TOKENIZER_FILES = (TOKENIZER_JSON, "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   *BPE_FILES, *WORDPIECE_FILES, "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
 
 #: Symbolic dim names shared by specs, graphs and manifests.
 BATCH = "batch_size"
@@ -159,6 +169,23 @@ class Verification:
     provider: str
     checks: tuple[CheckResult, ...] = ()
     reason: str = ""
+    #: ``--atol``: a max abs bound the check was held to besides the policy (it can only tighten it); None: none.
+    atol: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TextFiles:
+    """The text side an export carries (format 2).
+
+    ``tokenizer``: the file the runtime builds its tokenizer from (``tokenizer.json``; or ``vocab.json`` for a
+    byte-level BPE with ``merges.txt``, ``vocab.txt`` for a WordPiece), None when the export has no tokenizer.
+    ``files``: every tokenizer file copied from the checkpoint (all hashed in the manifest's ``files``).
+    ``generation_config``: ``generation_config.json`` when the checkpoint had one (generation defaults).
+    """
+
+    tokenizer: str | None = None
+    files: tuple[str, ...] = ()
+    generation_config: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,7 +213,12 @@ class Manifest:
     model_file: str = MODEL_NAME
     config_file: str = CONFIG_NAME
     producer: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    text: TextFiles = TextFiles()
     format_version: int = FORMAT_VERSION
+
+    @property
+    def has_tokenizer(self) -> bool:
+        return self.text.tokenizer is not None
 
     def input(self, name: str) -> TensorInfo:
         return _by_name(self.inputs, name, "input")
@@ -251,6 +283,7 @@ def from_dict(data: Mapping[str, Any]) -> Manifest:
                 rule=verification["rule"],
                 provider=verification["provider"],
                 reason=verification.get("reason", ""),
+                atol=verification.get("atol"),
                 checks=tuple(
                     CheckResult(shape=c["shape"], errors=tuple(OutputError(**e) for e in c["errors"]),
                                 torch_half_max_abs=c.get("torch_half_max_abs"))
@@ -261,6 +294,7 @@ def from_dict(data: Mapping[str, Any]) -> Manifest:
             model_file=data.get("model_file", MODEL_NAME),
             config_file=data.get("config_file", CONFIG_NAME),
             producer=dict(data.get("producer", {})),
+            text=_text_files(data.get("text")),
         )
     except KeyError as exc:
         raise ManifestError(f"manifest is missing the key {exc.args[0]!r}") from None
@@ -274,9 +308,20 @@ def from_dict(data: Mapping[str, Any]) -> Manifest:
     for tensor in manifest.inputs + manifest.outputs:
         if tensor.dtype not in DTYPES:
             raise ManifestError(f"manifest tensor {tensor.name!r} has dtype {tensor.dtype!r}; expected one of {DTYPES}")
+    for name in (*manifest.text.files, manifest.text.generation_config):
+        if name is not None and name not in manifest.files:
+            raise ManifestError(f"manifest key 'text' names {name!r}, which 'files' does not list")
     if manifest.model_file not in manifest.files:
         raise ManifestError(f"manifest key 'files' does not list the model file {manifest.model_file!r}")
     return manifest
+
+
+def _text_files(data: Mapping[str, Any] | None) -> TextFiles:
+    """The ``text`` entry; absent in format 1 (no tokenizer, no generation config)."""
+    if data is None:
+        return TextFiles()
+    return TextFiles(tokenizer=data.get("tokenizer"), files=tuple(data.get("files", ())),
+                     generation_config=data.get("generation_config"))
 
 
 def sha256_file(path: str | os.PathLike) -> str:
