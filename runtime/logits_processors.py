@@ -35,7 +35,7 @@ def repetition_penalty(ids: np.ndarray, scores: np.ndarray, penalty: float) -> n
 def no_repeat_ngram(ids: np.ndarray, scores: np.ndarray, size: int) -> np.ndarray:
     """-inf for each token that would repeat an n-gram of ``size`` tokens already in ``ids`` (N, T)."""
     length = ids.shape[1]
-    if length + 1 < size:
+    if length < size:  # no n-gram yet, so nothing to repeat
         return scores
     out = scores.copy()
     windows = sliding_window_view(ids, size, axis=1)  # (N, T - size + 1, size): every n-gram so far

@@ -9,8 +9,8 @@ Torch-free. One function per kind of head, each following what HF's pipelines re
   choices with softmax scores, best first (sigmoid for ``multi_label_classification``, the raw value for a
   regression head with one label);
 * token classification: each token with its best label and score;
-* question answering: the best answer span in the context (start <= end, at most :data:`MAX_ANSWER_TOKENS`
-  tokens, inside the context), its text from the tokenizer's offsets and its score (start x end probability);
+* question answering: the answer HF's pipeline gives (spans of at most :data:`MAX_ANSWER_TOKENS` tokens inside the
+  context scored by start x end probability, widened to whole words, equal texts adding up), with its characters;
 * a bare model: each output's shape and statistics.
 """
 
@@ -27,7 +27,9 @@ from .logits_processors import softmax
 if TYPE_CHECKING:
     from .session import Session
 
-MAX_ANSWER_TOKENS = 30
+#: HF's question-answering pipeline's default max_answer_len, and how many token spans it weighs for one answer.
+MAX_ANSWER_TOKENS = 15
+ANSWER_CANDIDATES = 12
 NEXT_SENTENCE_LABELS = {0: "is the next sentence", 1: "is not the next sentence"}
 
 
@@ -94,17 +96,36 @@ def _token_labels(session: Session, text: str, encoding: Any, logits: np.ndarray
     return [f"  {token:<{width}}  {label:<{label_width}}  {score:.4f}" for token, label, score in rows]
 
 
+def _word_chars(encoding: Any, token: int) -> tuple[int, int]:
+    """The characters of the context word holding ``token`` (its own offsets where the tokenizer has no words)."""
+    word = encoding.token_to_word(token)
+    return encoding.offsets[token] if word is None else encoding.word_to_chars(word, 1)
+
+
 def _answer(context: str, encoding: Any, start_logits: np.ndarray, end_logits: np.ndarray) -> list[str]:
-    in_context = np.array([sequence == 1 for sequence in encoding.sequence_ids[: start_logits.shape[0]]])
+    """HF's question-answering pipeline's answer: token spans scored by start x end probability over the context
+    (the CLS token takes part in the normalisation, then is dropped), the best :data:`ANSWER_CANDIDATES`, each
+    widened to whole words, candidates with the same text (any case) adding their scores."""
+    length = start_logits.shape[0]
+    in_context = np.array([sequence == 1 for sequence in encoding.sequence_ids[:length]])
     if not in_context.any():
         raise UsageError("the context was truncated away: shorten the question or the context")
-    start = np.where(in_context, softmax(start_logits.astype(np.float64)), 0.0)
-    end = np.where(in_context, softmax(end_logits.astype(np.float64)), 0.0)
-    scores = np.triu(np.outer(start, end)) - np.triu(np.outer(start, end), MAX_ANSWER_TOKENS)  # j - i < max
-    first, last = np.unravel_index(int(scores.argmax()), scores.shape)
-    begin, finish = encoding.offsets[first][0], encoding.offsets[last][1]
-    return [f"answer: {context[begin:finish]!r}", f"score: {scores[first, last]:.4f} (tokens {first}-{last}, "
-            f"characters {begin}-{finish} of the context)"]
+    normalised = in_context.copy()
+    normalised[0] |= bool(encoding.special_tokens_mask[0])  # the CLS token, as HF's pipeline keeps it
+    start = softmax(np.where(normalised, start_logits.astype(np.float64), -np.inf))
+    end = softmax(np.where(normalised, end_logits.astype(np.float64), -np.inf))
+    start[0] = end[0] = 0.0
+    spans = np.triu(np.outer(start, end)) - np.triu(np.outer(start, end), MAX_ANSWER_TOKENS)  # 0 <= j - i < max
+    answers: dict[str, list[Any]] = {}
+    for flat in np.argsort(-spans, axis=None, kind="stable")[:ANSWER_CANDIDATES]:
+        first, last = np.unravel_index(int(flat), spans.shape)
+        if not (in_context[first] and in_context[last]):
+            continue
+        begin, finish = _word_chars(encoding, first)[0], _word_chars(encoding, last)[1]
+        entry = answers.setdefault(context[begin:finish].lower(), [context[begin:finish], begin, finish, 0.0])
+        entry[3] += float(spans[first, last])
+    text, begin, finish, score = max(answers.values(), key=lambda a: a[3])
+    return [f"answer: {text!r}", f"score: {score:.4f} (characters {begin}-{finish} of the context)"]
 
 
 def _statistics(outputs: dict[str, np.ndarray]) -> list[str]:

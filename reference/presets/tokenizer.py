@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections import Counter
 from collections.abc import Mapping
 from importlib import resources
 from typing import Any
@@ -30,6 +31,8 @@ CORPUS_NAME = "corpus.txt"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 #: Byte-level vocabularies need the 256 bytes; below this many merges on top, keep only the corpus's bytes.
 MIN_MERGES = 32
+#: WordPiece training marks continuation characters with private-use code points from here (plane 15).
+CONTINUATION = 0xF0000
 #: Special ids beyond this are not something a demo preset needs (GPT-2 puts eos last; none of ours does).
 MAX_SPECIAL_ID = 64
 
@@ -92,22 +95,62 @@ def special_layout(family: Family, config: Mapping[str, Any]) -> list[str]:
     return [s for s in slots if s is not None]
 
 
+def _marked(word: str) -> str:
+    """A word for the WordPiece training: characters after the first become private-use code points, so that a
+    continuation character is a symbol of its own (WordPiece's ``##c``) and in the trainer's sorted alphabet."""
+    return word[0] + "".join(chr(CONTINUATION + ord(c)) for c in word[1:])
+
+
+def _unmarked(token: str) -> str:
+    if ord(token[0]) >= CONTINUATION:
+        return "##" + "".join(chr(ord(c) - CONTINUATION) for c in token)
+    return token[0] + "".join(chr(ord(c) - CONTINUATION) for c in token[1:])
+
+
+def _wordpiece_vocab(specials: list[str], vocab_size: int) -> dict[str, int]:
+    """A WordPiece vocabulary from HF's BPE trainer, deterministically.
+
+    ``WordPieceTrainer`` numbers its ``##`` symbols in hash-map order, so ties between equally frequent merges go
+    differently from run to run. Training the library's BPE trainer on words whose continuation characters are
+    marked (:func:`_marked`) puts every symbol in its sorted alphabet, which makes the merges reproducible; the
+    result is read back as word-initial pieces and ``##`` pieces. The alphabet keeps the corpus's most frequent
+    characters (ties by code point) that fit ``vocab_size``; words with other characters are left out, as
+    WordPiece encodes them as ``[UNK]``.
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    text = normalizers.BertNormalizer(lowercase=False).normalize_str(corpus())
+    words = Counter(word for word, _ in pre_tokenizers.BertPreTokenizer().pre_tokenize_str(text))
+    chars = Counter(c for word, count in words.items() for c in word for _ in range(count))
+    ranked = sorted(chars, key=lambda c: (-chars[c], c))
+    for size in range(len(ranked), 0, -1):
+        kept = set(ranked[:size])
+        usable = {w: n for w, n in words.items() if set(w) <= kept}
+        alphabet = {c for w in usable for c in _marked(w)}
+        if len(specials) + len(alphabet) + MIN_MERGES // 4 <= vocab_size:
+            break
+    else:
+        raise TokenizerBuildError(f"vocab_size {vocab_size} is too small for a WordPiece tokenizer")
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, initial_alphabet=sorted(alphabet),
+                                  show_progress=False)
+    tokenizer.train_from_iterator([" ".join(_marked(w) for _ in range(n)) for w, n in sorted(usable.items())],
+                                  trainer)
+    return {token if token in specials else _unmarked(token): index
+            for token, index in tokenizer.get_vocab().items()}
+
+
 def _train(family: Family, specials: list[str], vocab_size: int):
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     if family.kind == "wordpiece":
-        # Shrink the alphabet until the vocabulary fits (a tiny BERT has fewer ids than the corpus has characters).
-        for limit in (1000, 200, 100, 80, 60, 50, 40, 30, 20, 10):
-            tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-            tokenizer.normalizer = normalizers.BertNormalizer(lowercase=False)
-            tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-            tokenizer.decoder = decoders.WordPiece(prefix="##", cleanup=True)
-            trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials, limit_alphabet=limit,
-                                                show_progress=False)
-            tokenizer.train_from_iterator([corpus()], trainer)
-            if tokenizer.get_vocab_size() <= vocab_size:
-                return tokenizer
-        raise TokenizerBuildError(f"vocab_size {vocab_size} is too small for a WordPiece tokenizer")
+        tokenizer = Tokenizer(models.WordPiece(_wordpiece_vocab(specials, vocab_size), unk_token="[UNK]"))
+        tokenizer.normalizer = normalizers.BertNormalizer(lowercase=False)
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tokenizer.decoder = decoders.WordPiece(prefix="##", cleanup=True)
+        tokenizer.add_special_tokens(specials)  # in the vocabulary already: this marks them special (whole, skipped)
+        return tokenizer
     full_alphabet = vocab_size >= 256 + len(specials) + MIN_MERGES
     unk = family.roles.get("unk")
     if not full_alphabet and unk in (None, family.roles.get("eos")):
@@ -127,7 +170,7 @@ def _post_processor(family: Family, config: Mapping[str, Any], causal: bool, ids
     from tokenizers import processors
 
     if family.kind == "byte-bpe":
-        if causal:  # decoders: the prompt as written (GPT-NeoX's tokenizer adds nothing either)
+        if causal or "cls" not in family.roles:  # the text as written: GPT-NeoX's tokenizer, decoders' prompts
             return processors.ByteLevel(trim_offsets=False)
         cls, sep = family.roles["cls"], family.roles["sep"]
         return processors.RobertaProcessing(sep=(sep, ids[sep]), cls=(cls, ids[cls]), trim_offsets=True,
