@@ -123,6 +123,7 @@ def test_kiln_run_classification_uses_id2label(exports, capsys, tmp_path):
     assert [score for _, score in got] == pytest.approx([w["score"] for w in want], abs=1e-4)
 
 
+@pytest.mark.slow  # two exports of their own (~20 s on two cores); CI runs it
 def test_kiln_run_token_classification_and_qa_equal_hf_pipelines(exports, capsys):
     ckpt, out = exports.get("megatron-bert", "ForTokenClassification")
     text = "The potters fire the kiln."
