@@ -166,8 +166,10 @@ def format_table(rows: list[DemoRow], batch: int) -> str:
         )
     samples = [f"- {r.preset}: {DEMO_PROMPT!r} -> {r.sample!r}" for r in rows if r.sample]
     problems = [f"- {r.preset}: {r.error}" for r in rows if r.error]
-    return "\n".join(lines + (["", f"text in, text out (greedy, {GENERATED_TOKENS} new tokens, random weights):",
-                                *samples] if samples else []) + ([""] + problems if problems else []))
+    note = ("(random weights, so random text; the demo tokenizers are trained on a few KB of prose, so most ids of a "
+            "full-size vocabulary are reserved entries such as <|reserved_12|>)")
+    return "\n".join(lines + (["", f"text in, text out (greedy, {GENERATED_TOKENS} new tokens):", *samples, note]
+                               if samples else []) + ([""] + problems if problems else []))
 
 
 def _add_tokenizer(checkpoint: Path) -> None:
