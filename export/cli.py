@@ -83,7 +83,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     options = ExportOptions(task=args.task, opset=args.opset, precision=args.precision, batch=args.batch,
                             seq=args.seq, overwrite=args.overwrite, progress=not args.no_progress,
-                            verify=not args.no_verify)
+                            verify=not args.no_verify, atol=args.atol)
     manifest = export(args.checkpoint_dir, args.out_dir, options)
     if manifest.precision == "int8":
         _print_int8(manifest, args.out_dir)
@@ -214,11 +214,16 @@ def _add_export_commands(sub: argparse._SubParsersAction) -> None:
                    help="the head to export, e.g. ForSequenceClassification or text-classification (default: the "
                         "one config.json names)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
-    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32",
+    p.add_argument("--precision", "--dtype", dest="precision", choices=("fp32", "fp16", "int8"), default="fp32",
                    help="fp16 exports half weights and activations (ids stay int64); int8 quantizes the fp32 export "
-                        "for CPUs with ONNX Runtime (see `kiln quantize`)")
-    p.add_argument("--batch", type=int, default=2, help="batch size of the export-time check (a hint)")
-    p.add_argument("--seq", type=int, default=16, help="sequence length of the export-time check (a hint)")
+                        "for CPUs with ONNX Runtime (see `kiln quantize`); --dtype is Optimum's spelling")
+    p.add_argument("--batch", "--batch_size", "--batch-size", dest="batch", type=int, default=2,
+                   help="batch size of the export-time check (a hint; --batch_size is Optimum's spelling)")
+    p.add_argument("--seq", "--sequence_length", "--sequence-length", dest="seq", type=int, default=16,
+                   help="sequence length of the export-time check (a hint; --sequence_length is Optimum's spelling)")
+    p.add_argument("--atol", type=float, default=None,
+                   help="also hold the export check to this max abs error (recorded in the manifest); it can only "
+                        "tighten the tolerance policy (fp32: at most 1e-4)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace OUT_DIR if it is an earlier export (kept as OUT_DIR.kiln-old until the new one is in "
                         "place); any other folder is refused")

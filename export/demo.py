@@ -3,8 +3,9 @@
 For each demo preset: write its random-weight checkpoint (there are no model hubs here; a folder already present is
 reused), export it (``kiln export``), prove the export matches the reference (``kiln parity``: Polygraphy's
 comparator over several shapes with padding, the report written beside the export), then load it with the
-torch-free runtime and time one forward pass; causal LMs also generate with the exported KV cache. A failure of
-one model is a row marked FAIL with its reason; the others still run.
+torch-free runtime and time one forward pass; causal LMs also generate with the exported KV cache, and continue a
+text prompt through the tokenizer the checkpoint carries (printed under the table: text in, text out; the weights
+are random, so the text is too). A failure of one model is a row marked FAIL with its reason; the others still run.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from tensorkiln.reference.presets import get_preset, init_checkpoint
 from .specs import get_spec
 
 GENERATED_TOKENS = 16
+#: The demo's text prompt for the causal LMs.
+DEMO_PROMPT = "The kiln by the river"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +46,7 @@ class DemoRow:
     latency_ms: float = float("nan")
     sequence: int = 0
     tokens_per_s: float | None = None
+    sample: str = ""  # the causal LM's continuation of DEMO_PROMPT
     error: str = ""
 
     @property
@@ -89,6 +93,8 @@ def run_one(name: str, out_dir: Path, batch: int, seq: int, threads: int | None,
     checkpoint = out_dir / "checkpoints" / name
     if not (checkpoint / CONFIG_NAME).is_file():
         init_checkpoint(name, checkpoint, seed=0)
+    elif not (checkpoint / "tokenizer.json").is_file():
+        _add_tokenizer(checkpoint)  # a folder from before the demo checkpoints had tokenizers
     exported = out_dir / "exports" / name
     start = time.perf_counter()
     manifest = export(checkpoint, exported, overwrite=True, progress=False)
@@ -106,12 +112,13 @@ def run_one(name: str, out_dir: Path, batch: int, seq: int, threads: int | None,
     rng = np.random.default_rng(0)
     ids = rng.integers(3, session.config["vocab_size"], size=(batch, length), dtype=np.int64)
     latency = _median_ms(lambda: session.run(input_ids=ids), repeats)
-    tokens_per_s = None
+    tokens_per_s, sample = None, ""
     if session.manifest.cache is not None:
         prompt = ids[:, : max(1, min(length, session.manifest.length_rules.max_length - GENERATED_TOKENS))]
         start = time.perf_counter()
         out = session.generate(prompt, GENERATED_TOKENS, ignore_eos=True)
         tokens_per_s = batch * (out.shape[1] - prompt.shape[1]) / (time.perf_counter() - start)
+        sample = session.generate(text=DEMO_PROMPT, max_new_tokens=GENERATED_TOKENS, return_full_text=False)
 
     model_bytes = sum((exported / f).stat().st_size for f in manifest.files if f.startswith("model.onnx"))
     return DemoRow(
@@ -122,7 +129,7 @@ def run_one(name: str, out_dir: Path, batch: int, seq: int, threads: int | None,
         worst_max_abs=max((r.max_abs for r in rows), default=float("nan")),
         worst_nmse=max((r.nmse for r in rows), default=float("nan")),
         min_cosine=min((r.cosine for r in rows), default=float("nan")),
-        latency_ms=latency, sequence=length, tokens_per_s=tokens_per_s,
+        latency_ms=latency, sequence=length, tokens_per_s=tokens_per_s, sample=sample,
         error="" if report.status != "failed" else "; ".join(report.failures()[:2]) or report.reason,
     )
 
@@ -157,5 +164,22 @@ def format_table(rows: list[DemoRow], batch: int) -> str:
             f"| {r.custom_nodes or '-'} | {status} | {r.parity_shapes} | {r.worst_max_abs:.2g} | {r.worst_nmse:.2g} "
             f"| {r.min_cosine:.6f} | {r.latency_ms:.1f} ({batch}, {r.sequence}) | {tokens} |"
         )
+    samples = [f"- {r.preset}: {DEMO_PROMPT!r} -> {r.sample!r}" for r in rows if r.sample]
     problems = [f"- {r.preset}: {r.error}" for r in rows if r.error]
-    return "\n".join(lines + ([""] + problems if problems else []))
+    note = ("(random weights, so random text; the demo tokenizers are trained on a few KB of prose, so most ids of a "
+            "full-size vocabulary are reserved entries such as <|reserved_12|>)")
+    return "\n".join(lines + (["", f"text in, text out (greedy, {GENERATED_TOKENS} new tokens):", *samples, note]
+                               if samples else []) + ([""] + problems if problems else []))
+
+
+def _add_tokenizer(checkpoint: Path) -> None:
+    """Write a demo tokenizer (and generation config) into an existing demo checkpoint folder."""
+    import json
+
+    from tensorkiln.reference.presets import text_files
+    from tensorkiln.runtime.atomic import write_text
+
+    config = json.loads((checkpoint / CONFIG_NAME).read_text())
+    causal = any(name.endswith("ForCausalLM") for name in config.get("architectures") or [])
+    for name, text in text_files(config, causal).items():
+        write_text(checkpoint / name, text)

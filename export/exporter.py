@@ -38,12 +38,14 @@ import torch
 from torch import nn
 
 from tensorkiln.runtime import manifest as mf
+from tensorkiln.runtime import tolerances
 from tensorkiln.runtime.atomic import staged_folder
 from tensorkiln.runtime.paths import refuse_overlap
 from tensorkiln.runtime.version import package_version
 
 from . import quantize
 from .specs import HEAD_TASKS, ExportError, ExportSpec, TensorSpec, get_spec, resolve_task
+from .text_side import copy_text_side
 from .verify import VerificationError, not_verified, verify
 
 DEFAULT_OPSET = 18
@@ -70,6 +72,8 @@ class ExportOptions:
     verify: bool = True
     #: None: external data only when the weights pass the protobuf limit; True forces it.
     external_data: bool | None = None
+    #: ``--atol``: an extra max abs bound for the check, recorded in the manifest; it can only tighten the policy.
+    atol: float | None = None
 
 
 # ----------------------------------------------------------------------------------------------- progress
@@ -284,6 +288,12 @@ def _validate(options: ExportOptions) -> None:
         raise ExportError(f"opset must be between {MIN_OPSET} and {newest} (this onnx's newest), got {options.opset}")
     if options.batch < 1 or options.seq < 1:
         raise ExportError(f"--batch and --seq must be at least 1, got {options.batch} and {options.seq}")
+    if options.atol is not None:
+        problem = tolerances.atol_problem(options.precision, options.atol)
+        if problem:
+            raise ExportError(problem)
+        if not options.verify:
+            raise ExportError("--atol bounds the export check, which --no-verify skips: pass one or the other")
 
 
 def _resolve(checkpoint_dir: Path, task: str | None):
@@ -386,12 +396,13 @@ def _export_into(tmp: Path, checkpoint_dir: Path, arch, head: str, spec: ExportS
     with progress.step("verify"):
         shapes = spec.check_shapes(config, head, options.batch, options.seq)
         if options.verify:
-            verification = verify(tmp, spec, head, reference, half, shapes, precision)
+            verification = verify(tmp, spec, head, reference, half, shapes, precision, options.atol)
         else:
             verification = not_verified(precision)
 
     with progress.step("write"):
         shutil.copyfile(checkpoint_dir / CONFIG_NAME, tmp / mf.CONFIG_NAME)
+        text = copy_text_side(checkpoint_dir, tmp, config.to_hf_dict())
         manifest = mf.Manifest(
             model_type=arch.model_type,
             task=HEAD_TASKS[head] + ("-with-past" if spec.uses_cache(config, head) else ""),
@@ -407,6 +418,7 @@ def _export_into(tmp: Path, checkpoint_dir: Path, arch, head: str, spec: ExportS
             verification=verification,
             files=mf.hash_files(tmp),
             producer=_producer(),
+            text=text,
         )
         mf.write_manifest(manifest, tmp)
     return manifest

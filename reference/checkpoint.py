@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from tensorkiln.runtime.atomic import marker_problem, staged_folder, write_marker
+from tensorkiln.runtime.hub import hub_hint
 from tensorkiln.runtime.jsonfile import read_json_object
 
 from .config import ConfigError, HFConfig
@@ -45,7 +46,7 @@ def read_config(checkpoint_dir: str | os.PathLike) -> dict[str, Any]:
         if folder.exists():
             raise CheckpointError(f"checkpoint folder {str(folder)!r} is a file, not a folder: pass the folder that "
                                   "holds config.json and the weights")
-        raise CheckpointError(f"checkpoint folder {str(folder)!r} does not exist")
+        raise CheckpointError(f"checkpoint folder {str(folder)!r} does not exist." + hub_hint(folder))
     if not path.exists():
         raise CheckpointError(f"{str(path)!r} is missing: a checkpoint folder needs the model's config.json")
     config = read_json_object(path, error=ConfigError, what="the model's config")
@@ -245,12 +246,14 @@ def save_pretrained(
     *,
     overwrite: bool = False,
     max_shard_bytes: int = MAX_SHARD_BYTES,
+    extra_files: Mapping[str, str] | None = None,
 ) -> Path:
     """Write ``config.json`` and safetensors weights, atomically: a failure leaves no partial folder behind.
 
     An existing ``out_dir`` must be empty, or (with ``overwrite``) a checkpoint this function wrote and nothing
     else (its ``.kiln-folder.json`` marker lists its files); the old one stays as ``OUT.kiln-old`` until the new one
-    is in place."""
+    is in place.
+    ``extra_files``: ``{name: text}`` written beside them in the same step (a tokenizer, ``generation_config.json``)."""
     from safetensors.torch import save_file
 
     config: HFConfig = model.config
@@ -268,6 +271,8 @@ def save_pretrained(
     with staged_folder(out_dir, overwrite=overwrite, owned=ownership_problem, error=CheckpointError,
                        what="the checkpoint folder", replace_empty=True) as tmp:
         (tmp / CONFIG_NAME).write_text(json.dumps(hf, indent=2, sort_keys=True) + "\n")
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
         shards = list(_shards(state, max_shard_bytes))
         if len(shards) == 1:
             save_file(shards[0], str(tmp / SAFETENSORS_NAME), metadata=metadata)

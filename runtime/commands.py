@@ -1,5 +1,6 @@
-"""The ``kiln`` commands that need only the runtime (numpy + onnxruntime): ``info``, ``build-kernels`` and
-``triton`` (which also needs Triton's protobuf schema, the extra ``tensorkiln[triton]``).
+"""The ``kiln`` commands that need only the runtime (numpy + onnxruntime): ``info``, ``build-kernels``, ``triton``
+(which also needs Triton's protobuf schema, the extra ``tensorkiln[triton]``), and ``generate`` and ``run``, which
+also need HF's ``tokenizers`` (``pip install 'tensorkiln[text]'``) for their text.
 
 The ``kiln`` program itself is assembled in ``export/cli.py``, the top layer, which adds the commands that need torch;
 each command here registers its arguments with :func:`add_commands` and imports nothing beyond the runtime, so it
@@ -9,11 +10,12 @@ works on the runtime-only install.
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 
 from . import manifest as mf
 from . import native
-from .errors import UsageError
+from .errors import KilnWarning, UsageError
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -42,6 +44,10 @@ def describe_export(manifest: mf.Manifest, folder: Path) -> str:
         lines.append(f"- int8: {quantization.method} quantization by {quantization.tool} {quantization.tool_version} "
                      f"({counts}; weights {quantization.weights}; activations {quantization.activations}); fp32: "
                      + "; ".join(quantization.kept_fp32))
+    text = manifest.text
+    lines.append(f"- tokenizer: {text.tokenizer}" if text.tokenizer else "- tokenizer: none (token ids only)")
+    if text.generation_config:
+        lines.append(f"- generation defaults: {text.generation_config}")
     verification = manifest.verification
     lines.append(f"- verification: {verification.status}" + (f" ({verification.reason})" if verification.reason
                                                               else f" ({verification.rule})")
@@ -128,6 +134,88 @@ def cmd_build_kernels(args: argparse.Namespace) -> int:
     return 0
 
 
+#: ``kiln generate`` options that map one to one onto generate()'s keyword arguments.
+GENERATE_OPTIONS = ("max_new_tokens", "min_new_tokens", "do_sample", "temperature", "top_k", "top_p", "seed",
+                    "num_beams", "length_penalty", "early_stopping", "repetition_penalty", "no_repeat_ngram_size",
+                    "eos_token_id", "stop_strings", "ignore_eos")
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Continue a prompt with a causal LM export and print the text (as it comes with --stream)."""
+    from .session import load
+
+    session = load(args.export_dir, threads=args.threads)
+    options = {name: getattr(args, name) for name in GENERATE_OPTIONS if getattr(args, name) is not None}
+    beams = options.get("num_beams") or session.generation_defaults.get("num_beams") or 1
+    if args.stream and beams > 1:
+        warnings.warn("beam search knows its text only at the end: printing it then", KilnWarning, stacklevel=1)
+    if args.stream and beams == 1:
+        pieces = session.stream(text=args.prompt, **options)  # checks every option before anything is printed
+        if not args.no_prompt:
+            print(args.prompt, end="", flush=True)
+        for piece in pieces:
+            print(piece, end="", flush=True)
+        print()
+    else:
+        print(session.generate(text=args.prompt, return_full_text=not args.no_prompt, **options))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run an encoder export on one text and print its result for a person (see runtime/readout.py)."""
+    from .readout import describe
+    from .session import load
+
+    session = load(args.export_dir, threads=args.threads)
+    print(describe(session, args.text, pair=args.pair, choices=args.choice or (), top=args.top))
+    return 0
+
+
+def _early_stopping(value: str) -> bool | str:
+    choices = {"true": True, "false": False, "never": "never"}
+    if value.lower() not in choices:
+        raise argparse.ArgumentTypeError("choose true, false or never")
+    return choices[value.lower()]
+
+
+def _add_text_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="continue a text prompt with a causal LM export (needs tensorkiln[text])")
+    p.add_argument("export_dir", help="a folder written by `kiln export` (a causal LM with a tokenizer)")
+    p.add_argument("prompt", help="the text to continue")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="tokens to generate at most (default: generation_config.json's, else 20)")
+    p.add_argument("--min-new-tokens", type=int, default=None, help="tokens to generate before EOS may end it")
+    p.add_argument("--stream", action="store_true", help="print the text as it is generated")
+    p.add_argument("--no-prompt", action="store_true", help="print the continuation only")
+    p.add_argument("--do-sample", action="store_true", default=None, help="sample instead of greedy decoding")
+    p.add_argument("--temperature", type=float, default=None, help="sampling temperature (> 0)")
+    p.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest tokens (0: all; HF: 50)")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass, in (0, 1]")
+    p.add_argument("--seed", type=int, default=None, help="seed of the sampler, for reproducible samples")
+    p.add_argument("--num-beams", type=int, default=None, help="beam search with this many beams")
+    p.add_argument("--length-penalty", type=float, default=None, help="beam score / length ** this (default 1)")
+    p.add_argument("--early-stopping", type=_early_stopping, default=None, help="beam search: true, false, never")
+    p.add_argument("--repetition-penalty", type=float, default=None, help="penalise tokens already present (> 0)")
+    p.add_argument("--no-repeat-ngram-size", type=int, default=None, help="never repeat an n-gram of this size")
+    p.add_argument("--eos-token-id", type=int, action="append", default=None,
+                   help="stop at this token id (repeat for several; default: generation_config / config)")
+    p.add_argument("--stop", dest="stop_strings", action="append", default=None,
+                   help="stop once this text is generated (repeat for several)")
+    p.add_argument("--ignore-eos", action="store_true", default=None, help="generate all --max-new-tokens")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("run", help="run an encoder export on a text and print the result (needs tensorkiln[text])")
+    p.add_argument("export_dir", help="a folder written by `kiln export` (with a tokenizer)")
+    p.add_argument("text", help="the text; for a masked LM, put the mask token where a word should be predicted")
+    p.add_argument("--pair", default=None,
+                   help="a second segment: the context for question answering, the next sentence for NSP")
+    p.add_argument("--choice", action="append", default=None, help="a choice for multiple choice (repeat)")
+    p.add_argument("--top", type=int, default=5, help="how many tokens to list for a language model (default 5)")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    p.set_defaults(func=cmd_run)
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register the runtime's commands on the ``kiln`` parser."""
     p = sub.add_parser("info", help="describe a `kiln export` folder: model, tensors, length rules, verification")
@@ -148,3 +236,4 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help=f"where to install the library (default {native.default_library_path()})")
     p.add_argument("--jobs", type=int, default=None, help="parallel compile jobs (default: the CPU count)")
     p.set_defaults(func=cmd_build_kernels)
+    _add_text_commands(sub)

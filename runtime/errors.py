@@ -52,10 +52,14 @@ class CheckFailed(KilnError, RuntimeError):
     exit_code: ClassVar[int] = EXIT_CHECK_FAILED
 
 
+class TokenizerUnavailableError(KilnError, RuntimeError):
+    """Text was given but the export carries no tokenizer, or HF's ``tokenizers`` library is not installed."""
+
+
 class KilnWarning(UserWarning):
-    """Something a person should know that does not stop the command (a folder restored or cleaned up); the CLI
-    prints it as one ``kiln: warning: ...`` line."""
+    """Something a person should know that does not stop the command (a folder restored or cleaned up, a truncated
+    input, a tokenizer that disagrees with config.json); the CLI prints it as one ``kiln: warning: ...`` line."""
 
 
 __all__ = ["BackendUnavailableError", "CheckFailed", "EXIT_CHECK_FAILED", "EXIT_USAGE", "KilnError", "KilnWarning",
-           "ManifestError", "RuntimeInputError", "UsageError"]
+           "ManifestError", "RuntimeInputError", "TokenizerUnavailableError", "UsageError"]

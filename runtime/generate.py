@@ -1,27 +1,41 @@
-"""Text generation over an exported causal LM: greedy or sampled, stopping at EOS, streaming if asked.
+"""Text generation over an exported causal LM: greedy, sampled or beam search, with ``transformers.generate``'s
+options and semantics, from ids or (through the export's tokenizer) from text.
 
-Torch-free. Decoders exported with a cache (GPT-NeoX's KV cache, Mega's keys, values and EMA state) prefill the
-prompt once and then feed one token per step, each step's ``present.*`` outputs becoming the next step's
-``past_key_values.*`` inputs as the manifest's cache layout says. Causal LMs exported without a cache (a chunked
-Mega, a MegatronBERT that is not a decoder) recompute the whole sequence each step: slower, same tokens.
+Torch-free. The pieces, one job each:
+
+* :mod:`.generation_config`: the options (``generation_config.json`` as defaults, arguments overriding), checked.
+* :mod:`.decoding`: the model, step by step, through the exported cache (or recomputing without one).
+* :mod:`.logits_processors`: repetition penalty, n-gram ban, min_new_tokens; temperature, top-k, top-p sampling.
+* :mod:`.beam_search`: beam search over the cache, reordered per step by the manifest's cache layout.
+* :mod:`.stopping`: stop strings; :mod:`.text` and :mod:`.text_stream`: text in, text out, streamed.
+
+Greedy decoding and beam search give the tokens ``transformers.generate`` gives on the same weights
+(tests/test_generation_hf.py); sampling is reproducible with ``seed`` (numpy's generator, not torch's).
 
 Batches of prompts of different lengths are padded on the left with attention_mask 0 there, as HF's generate
-expects; the runtime derives GPT-NeoX's positions from the mask. Rows that reached EOS emit ``pad_token_id``
-until every row is done.
+expects (``generate(text=[...])`` pads for you); the runtime derives GPT-NeoX's positions from the mask. Rows that
+finished (an EOS id, a stop string) emit ``pad_token_id`` until every row is done.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterator, Sequence
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import CheckFailed, RuntimeInputError
+from .beam_search import beam_search
+from .decoding import Decoder
+from .errors import RuntimeInputError
+from .generation_config import GenerationOptions, resolve
+from .logits_processors import LogitsProcessors, Sampler, sample, warp
+from .stopping import StopStrings
 
 if TYPE_CHECKING:
     from .session import Session
+
+__all__ = ["Sampler", "generate", "generate_ids", "stream", "stream_steps"]
 
 
 def _validate(session: Session, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int) -> None:
@@ -31,6 +45,13 @@ def _validate(session: Session, ids: np.ndarray, mask: np.ndarray, max_new_token
                                 f"({manifest.task}). Export the checkpoint with --task ForCausalLM")
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
         raise RuntimeInputError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    if ids.ndim != 2 or ids.shape[0] == 0 or ids.shape[1] == 0:
+        raise RuntimeInputError(f"input_ids must be (batch, prompt length) with at least one token, got shape "
+                                f"{ids.shape}")
+    if mask.shape != ids.shape:
+        raise RuntimeInputError(f"attention_mask has shape {mask.shape}; it must match input_ids' {ids.shape}")
+    if np.any((mask != 0) & (mask != 1)):
+        raise RuntimeInputError("attention_mask must hold 0 (padding) or 1 (a real token)")
     if np.any(np.diff(mask, axis=1) < 0):
         raise RuntimeInputError("the prompts are padded on the right (a 1 before a 0 in attention_mask); pad them on "
                                 "the left for generation, as HF's generate expects")
@@ -42,172 +63,142 @@ def _validate(session: Session, ids: np.ndarray, mask: np.ndarray, max_new_token
                                 f"maximum of {limit} tokens; shorten the prompt or ask for fewer tokens")
 
 
-def _prompt(input_ids: Any) -> np.ndarray:
-    """The prompts as int64 (batch, length): non-empty, integer token ids."""
-    try:
-        ids = np.asarray(input_ids)
-    except Exception as exc:  # ragged lists
-        raise RuntimeInputError(f"input_ids could not be made an array ({exc}): pad the prompts to one length, on "
-                                "the left") from None
-    if ids.size == 0:
-        raise RuntimeInputError(f"the prompt is empty (input_ids of shape {ids.shape}): generation needs at least one "
-                                "token per row")
-    if ids.ndim != 2:
-        raise RuntimeInputError(f"input_ids must be (batch, prompt length), got shape {ids.shape}")
+def _prompt(input_ids: Any, attention_mask: Any) -> tuple[np.ndarray, np.ndarray]:
+    if input_ids is None:
+        raise RuntimeInputError("give the prompt as input_ids (token ids) or as text=...")
+    ids = np.asarray(input_ids)
     if ids.dtype == np.bool_ or not np.issubdtype(ids.dtype, np.integer):
-        raise RuntimeInputError(f"input_ids must hold integer token ids, got dtype {ids.dtype}")
-    return ids.astype(np.int64)
-
-
-def _mask(attention_mask: Any, ids: np.ndarray) -> np.ndarray:
-    """The attention mask as int64, all ones when not given; it must match the prompts and hold only 0 and 1."""
+        raise RuntimeInputError(f"input_ids must hold integer token ids, got dtype {ids.dtype}; for text, call "
+                                "generate(text=...)")
+    ids = ids.astype(np.int64)
     if attention_mask is None:
-        return np.ones_like(ids)
-    try:
-        mask = np.asarray(attention_mask)
-    except Exception as exc:
-        raise RuntimeInputError(f"attention_mask could not be made an array ({exc})") from None
-    if mask.shape != ids.shape:
-        raise RuntimeInputError(f"attention_mask has shape {mask.shape}; it must match input_ids' {ids.shape}")
-    if mask.dtype.kind not in "biuf" or not np.isin(mask, (0, 1)).all():
-        shown = np.unique(mask)[:5] if mask.dtype.kind in "biufc" else mask.dtype
-        raise RuntimeInputError(f"attention_mask must be 0/1 (1 for a real token, 0 for padding), got {shown}")
-    return mask.astype(np.int64)
+        return ids, np.ones_like(ids)
+    mask = np.asarray(attention_mask)
+    if mask.dtype != np.bool_ and not np.issubdtype(mask.dtype, np.integer):
+        raise RuntimeInputError(f"attention_mask must hold integers 0 or 1, got dtype {mask.dtype}")
+    return ids, mask.astype(np.int64)
 
 
-def _real(value: Any) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """One generation call, checked and ready: the prompts, the options and what applies them."""
+
+    ids: np.ndarray
+    mask: np.ndarray
+    options: GenerationOptions
+    processors: LogitsProcessors
+    stop: StopStrings | None
 
 
-def _integer(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+def _plan(session: Session, input_ids: Any, max_new_tokens: Any, attention_mask: Any, options: Mapping[str, Any],
+          tokenizer_pad: int | None) -> _Plan:
+    ids, mask = _prompt(input_ids, attention_mask)
+    given = {**options, "max_new_tokens": max_new_tokens}
+    resolved = resolve(given, session.generation_defaults, session.config, ids.shape[1] if ids.ndim == 2 else 0,
+                       tokenizer_pad)
+    _validate(session, ids, mask, resolved.max_new_tokens)
+    processors = LogitsProcessors(resolved.repetition_penalty, resolved.no_repeat_ngram_size,
+                                  resolved.min_new_tokens, resolved.eos_token_ids, ids.shape[1])
+    stop = StopStrings(session.tokenizer, resolved.stop_strings) if resolved.stop_strings else None
+    return _Plan(ids, mask, resolved, processors, stop)
 
 
-def _check_ids(name: str, value: Any) -> None:
-    values = value if isinstance(value, (list, tuple, np.ndarray)) else [value]
-    if value is not None and not all(_integer(v) and v >= 0 for v in values):
-        raise RuntimeInputError(f"{name} must be a token id (an integer >= 0) or a list of them, got {value!r}")
-
-
-class NonFiniteLogitsError(CheckFailed):
-    """The model's logits hold NaN or +Inf (or only -Inf) for a row: no token can be chosen from them."""
-
-
-def _token_ids(value: int | Sequence[int] | None) -> np.ndarray:
-    if value is None:
-        return np.zeros(0, dtype=np.int64)
-    return np.atleast_1d(np.asarray(value, dtype=np.int64))
-
-
-class Sampler:
-    """Picks the next token from the last position's logits: greedy (argmax), or sampled after ``temperature``,
-    ``top_k`` and nucleus ``top_p`` filtering, with a seeded numpy generator."""
-
-    def __init__(self, do_sample: bool = False, temperature: float = 1.0, top_k: int | None = None,
-                 top_p: float | None = None, seed: int | None = None):
-        if not isinstance(do_sample, (bool, np.bool_)):
-            raise RuntimeInputError(f"do_sample must be True or False, got {do_sample!r}")
-        if not _real(temperature) or not math.isfinite(temperature) or temperature <= 0:
-            raise RuntimeInputError(f"temperature must be a finite number > 0, got {temperature!r}; use "
-                                    "do_sample=False for greedy decoding")
-        if top_k is not None and (not _integer(top_k) or top_k < 0):
-            raise RuntimeInputError(f"top_k must be an integer >= 0 (0 keeps every token), got {top_k!r}")
-        if top_p is not None and (not _real(top_p) or not 0 < top_p <= 1):  # NaN fails the comparison too
-            raise RuntimeInputError(f"top_p must be a number in (0, 1], got {top_p!r}")
-        if seed is not None and (not _integer(seed) or seed < 0):
-            raise RuntimeInputError(f"seed must be an integer >= 0 or None, got {seed!r}")
-        self.do_sample, self.temperature, self.top_p = bool(do_sample), float(temperature), top_p
-        self.top_k = int(top_k) if top_k else None  # 0 keeps every token, as in HF's generate
-        self.rng = np.random.default_rng(seed)
-
-    def __call__(self, logits: np.ndarray) -> np.ndarray:
-        scores = logits.astype(np.float64)  # (B, V)
-        broken = np.isnan(scores).any(axis=-1) | np.isposinf(scores).any(axis=-1) | np.isneginf(scores).all(axis=-1)
-        if broken.any():
-            raise NonFiniteLogitsError(f"the model returned NaN or infinite logits for prompt row(s) "
-                                       f"{np.flatnonzero(broken).tolist()[:8]}: its weights or the export are broken "
-                                       "(`kiln parity` checks an export against its checkpoint)")
-        if not self.do_sample:
-            return scores.argmax(axis=-1)
-        scores = scores / self.temperature
-        if self.top_k is not None and self.top_k < scores.shape[-1]:
-            kth = np.partition(scores, -self.top_k, axis=-1)[:, -self.top_k, None]
-            scores = np.where(scores < kth, -np.inf, scores)
-        probs = np.exp(scores - scores.max(axis=-1, keepdims=True))
-        probs /= probs.sum(axis=-1, keepdims=True)
-        if self.top_p is not None and self.top_p < 1:
-            order = np.argsort(-probs, axis=-1, kind="stable")
-            sorted_probs = np.take_along_axis(probs, order, axis=-1)
-            # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
-            drop = np.cumsum(sorted_probs, axis=-1) - sorted_probs >= self.top_p
-            np.put_along_axis(probs, order, np.where(drop, 0.0, sorted_probs), axis=-1)
-            probs /= probs.sum(axis=-1, keepdims=True)
-        cumulative = np.cumsum(probs, axis=-1)
-        draws = self.rng.random((probs.shape[0], 1)) * cumulative[:, -1:]
-        return np.minimum((cumulative <= draws).sum(axis=-1), probs.shape[-1] - 1)
-
-
-class _Decoder:
-    """Feeds the model one step at a time, through the exported cache or by recomputing the sequence."""
-
-    def __init__(self, session: Session):
-        self.session = session
-        self.layout = session.manifest.cache
-        self.past: dict[str, np.ndarray] = {}
-
-    def __call__(self, ids: np.ndarray, mask: np.ndarray, new: int) -> np.ndarray:
-        """``ids`` and ``mask``: the whole sequence so far; ``new``: how many of its tokens the model has not seen.
-        Returns the last position's logits, (B, V)."""
-        if self.layout is None:
-            return self.session.run(input_ids=ids, attention_mask=mask)["logits"][:, -1]
-        out = self.session.run(input_ids=ids[:, -new:], attention_mask=mask, **self.past)
-        self.past = {entry.input: out[entry.output] for entry in self.layout.entries}
-        return out["logits"][:, -1]
-
-
-def stream(session: Session, input_ids: Any, max_new_tokens: int, *, attention_mask: Any = None,
-           do_sample: bool = False, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-           seed: int | None = None, eos_token_id: int | Sequence[int] | None = None, ignore_eos: bool = False,
-           pad_token_id: int | None = None) -> Iterator[np.ndarray]:
-    """Yield each step's new tokens, shape (batch,), until ``max_new_tokens`` or every row has emitted EOS.
-
-    ``eos_token_id`` defaults to the config's; ``ignore_eos`` generates all ``max_new_tokens``. Finished rows
-    emit ``pad_token_id`` (default: the config's, else the first EOS id).
-    """
-    ids = _prompt(input_ids)
-    mask = _mask(attention_mask, ids)
-    _validate(session, ids, mask, max_new_tokens)
-    sampler = Sampler(do_sample, temperature, top_k, top_p, seed)
-    _check_ids("eos_token_id", eos_token_id)
-    _check_ids("pad_token_id", pad_token_id)
-    eos = _token_ids(None if ignore_eos else eos_token_id if eos_token_id is not None
-                     else session.config.get("eos_token_id"))
-    pad = pad_token_id if pad_token_id is not None else session.config.get("pad_token_id")
-    if pad is None:
-        pad = int(eos[0]) if eos.size else 0
-    decoder = _Decoder(session)
+def _steps(session: Session, plan: _Plan) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Greedy or sampled decoding: yield each step's tokens (B,) and which rows were still running for it."""
+    options, ids, mask = plan.options, plan.ids, plan.mask
+    decoder = Decoder(session)
+    rng = np.random.default_rng(options.seed)
+    eos = np.asarray(options.eos_token_ids, dtype=np.int64)
     done = np.zeros(ids.shape[0], dtype=bool)
     new = ids.shape[1]
-    for _ in range(max_new_tokens):
-        tokens = sampler(decoder(ids, mask, new))
-        tokens = np.where(done, pad, tokens).astype(np.int64)
-        done |= np.isin(tokens, eos)
-        yield tokens
-        if done.all():
-            return
+    for _ in range(options.max_new_tokens):
+        scores = plan.processors(ids, decoder(ids, mask, new).astype(np.float64))
+        if options.do_sample:
+            tokens = sample(warp(scores, options.temperature, options.top_k, options.top_p), rng)
+        else:
+            tokens = scores.argmax(axis=-1)
+        live = ~done
+        tokens = np.where(done, options.pad_token_id, tokens).astype(np.int64)
         ids = np.concatenate([ids, tokens[:, None]], axis=1)
         mask = np.concatenate([mask, np.ones_like(tokens)[:, None]], axis=1)
+        done = done | np.isin(tokens, eos)
+        if plan.stop is not None:
+            done |= live & plan.stop(ids, mask)
+        yield tokens, live
+        if done.all():
+            return
         new = 1
 
 
-def generate(session: Session, input_ids: Any, max_new_tokens: int, *,
-             streamer: Callable[[np.ndarray], None] | None = None, **options: Any) -> np.ndarray:
-    """The prompts followed by their generated tokens, shape (batch, prompt + generated). ``streamer`` is called
-    with each step's tokens (batch,) as they come. Options as :func:`stream`."""
-    prompt = _prompt(input_ids)
-    steps = []
-    for tokens in stream(session, input_ids, max_new_tokens, **options):
+def stream_steps(session: Session, input_ids: Any, max_new_tokens: Any, attention_mask: Any,
+                 options: Mapping[str, Any], tokenizer_pad: int | None = None) -> Iterator[tuple[np.ndarray,
+                                                                                                 np.ndarray]]:
+    """Checked now, run lazily: each step's (tokens, rows still running for them). Greedy or sampling only."""
+    plan = _plan(session, input_ids, max_new_tokens, attention_mask, options, tokenizer_pad)
+    if plan.options.num_beams > 1:
+        raise RuntimeInputError(f"streaming needs num_beams=1 (got {plan.options.num_beams}): beam search only knows "
+                                "its result at the end; call generate() instead")
+    return _steps(session, plan)
+
+
+def stream(session: Session, input_ids: Any = None, max_new_tokens: int | None = None, *, text: Any = None,
+           attention_mask: Any = None, **options: Any) -> Iterator[np.ndarray] | Iterator[str]:
+    """Yield each step's new tokens, shape (batch,), until ``max_new_tokens`` or every row has finished; with
+    ``text=...`` yield the generated text in pieces instead (see :mod:`.text`). Options as
+    :class:`~.generation_config.GenerationOptions` (``ignore_eos`` generates all ``max_new_tokens``); invalid
+    arguments raise here, not at the first step."""
+    if text is not None:
+        if input_ids is not None:
+            raise RuntimeInputError("give the prompt as input_ids or as text, not both")
+        from .text import stream_text
+
+        return stream_text(session, text, max_new_tokens, **options)
+    steps = stream_steps(session, input_ids, max_new_tokens, attention_mask, options)
+    return (tokens for tokens, _ in steps)
+
+
+def generate_ids(session: Session, input_ids: Any, max_new_tokens: Any, attention_mask: Any,
+                 streamer: Callable[[np.ndarray], None] | None, options: Mapping[str, Any],
+                 tokenizer_pad: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The prompts followed by their generated tokens (B, prompt + generated), and each row's generated length
+    (the tokens up to its EOS or stop string; pads after it)."""
+    plan = _plan(session, input_ids, max_new_tokens, attention_mask, options, tokenizer_pad)
+    if plan.options.num_beams > 1:
+        if streamer is not None:
+            raise RuntimeInputError("a streamer needs num_beams=1: beam search only knows its result at the end")
+        return beam_search(Decoder(session), plan.ids, plan.mask, plan.options, plan.processors, plan.stop,
+                           int(session.config["vocab_size"]))
+    steps, lengths = [], np.zeros(plan.ids.shape[0], dtype=np.int64)
+    for tokens, live in _steps(session, plan):
         steps.append(tokens)
+        lengths += live
         if streamer is not None:
             streamer(tokens)
-    return np.concatenate([prompt, np.stack(steps, axis=1)], axis=1)
+    return np.concatenate([plan.ids, np.stack(steps, axis=1)], axis=1), lengths
+
+
+def generate(session: Session, input_ids: Any = None, max_new_tokens: int | None = None, *, text: Any = None,
+             streamer: Callable[[Any], None] | None = None, attention_mask: Any = None,
+             **options: Any) -> np.ndarray | str | list[str]:
+    """The prompts followed by their generated tokens, shape (batch, prompt + generated); with ``text=...`` the
+    generated text (see :mod:`.text`; ``return_full_text=False`` for the continuation alone). ``streamer`` is called
+    with each step's tokens (batch,) as they come, or with each text piece. Options as :func:`stream`."""
+    if text is not None:
+        if input_ids is not None:
+            raise RuntimeInputError("give the prompt as input_ids or as text, not both")
+        if streamer is None:
+            from .text import generate_text
+
+            return generate_text(session, text, max_new_tokens, **options)
+        from .text import stream_text
+
+        full = options.pop("return_full_text", True)
+        pieces = []
+        for piece in stream_text(session, text, max_new_tokens, **options):
+            pieces.append(piece)
+            streamer(piece)
+        if isinstance(text, str):
+            return (text if full else "") + "".join(pieces)
+        return [(t if full else "") + "".join(p[i] for p in pieces) for i, t in enumerate(text)]
+    tokens, _ = generate_ids(session, input_ids, max_new_tokens, attention_mask, streamer, options)
+    return tokens

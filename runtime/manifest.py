@@ -10,7 +10,9 @@ how it was quantized (:class:`Quantization`) and what its check compared against
 Every file name in a manifest stays inside its folder (``runtime/paths.py``), and the model, its config and the
 graph's external-data files must all be hashed; a field of the wrong JSON type is an error naming its key.
 
-Format versions: 1 is the first. A reader refuses a manifest from a newer format with a clear error rather than
+Format versions: 1 is the first; 2 adds ``text`` (the tokenizer and generation-config files the export carries) and
+``verification.atol`` (an ``--atol`` the check was held to). A format-1 manifest reads as one without either (no
+tokenizer, the policy's bounds). A reader refuses a manifest from a newer format with a clear error rather than
 guess at fields it does not know.
 """
 
@@ -26,16 +28,25 @@ from typing import Any
 
 from .atomic import write_text
 from .errors import ManifestError
+from .hub import hub_hint
 from .jsonfile import Fields, read_json_object
 from .onnx_external import external_locations
 from .paths import check_name, normalize_name, resolve_inside, unexpected_files
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 MODEL_NAME = "model.onnx"
 #: Weights go to this file beside the model when the graph is too big for one protobuf (2 GB).
 EXTERNAL_DATA_NAME = "model.onnx.data"
 CONFIG_NAME = "config.json"
+GENERATION_CONFIG_NAME = "generation_config.json"
+#: How the runtime builds a tokenizer from the files an export carries, in order of preference.
+TOKENIZER_JSON = "tokenizer.json"
+BPE_FILES = ("vocab.json", "merges.txt")
+WORDPIECE_FILES = ("vocab.txt",)
+#: Every tokenizer file a checkpoint may hold that an export copies (HF's names).
+TOKENIZER_FILES = (TOKENIZER_JSON, "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   *BPE_FILES, *WORDPIECE_FILES, "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
 
 #: Symbolic dim names shared by specs, graphs and manifests.
 BATCH = "batch_size"
@@ -174,6 +185,9 @@ class Verification:
     oracle: str = ""
     agreement: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict)
 
+    #: ``--atol``: a max abs bound the check was held to besides the policy (it can only tighten it); None: none.
+    atol: float | None = None
+
 
 @dataclasses.dataclass(frozen=True)
 class Quantization:
@@ -189,6 +203,21 @@ class Quantization:
     quantized: Mapping[str, int]
     kept_fp32: tuple[str, ...]
     source_sha256: str
+
+
+@dataclasses.dataclass(frozen=True)
+class TextFiles:
+    """The text side an export carries (format 2).
+
+    ``tokenizer``: the file the runtime builds its tokenizer from (``tokenizer.json``; or ``vocab.json`` for a
+    byte-level BPE with ``merges.txt``, ``vocab.txt`` for a WordPiece), None when the export has no tokenizer.
+    ``files``: every tokenizer file copied from the checkpoint (all hashed in the manifest's ``files``).
+    ``generation_config``: ``generation_config.json`` when the checkpoint had one (generation defaults).
+    """
+
+    tokenizer: str | None = None
+    files: tuple[str, ...] = ()
+    generation_config: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,9 +245,14 @@ class Manifest:
     model_file: str = MODEL_NAME
     config_file: str = CONFIG_NAME
     producer: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    text: TextFiles = TextFiles()
     format_version: int = FORMAT_VERSION
     #: int8 exports: how they were quantized (None for fp32 and fp16).
     quantization: Quantization | None = None
+
+    @property
+    def has_tokenizer(self) -> bool:
+        return self.text.tokenizer is not None
 
     def input(self, name: str) -> TensorInfo:
         return _by_name(self.inputs, name, "input")
@@ -298,7 +332,7 @@ def _verification(v: Fields) -> Verification:
     agreement = v.object("agreement", {})
     return Verification(status=_LEGACY_STATUSES.get(status, status), rule=v.string("rule"),
                         provider=v.string("provider"), reason=v.string("reason", ""), checks=tuple(checks),
-                        oracle=v.string("oracle", ""),
+                        oracle=v.string("oracle", ""), atol=None if v.get("atol", None) is None else v.number("atol"),
                         agreement={k: {n: agreement.object(k).number(n) for n in agreement.object(k).data}
                                    for k in agreement.data})
 
@@ -340,6 +374,7 @@ def from_dict(data: Mapping[str, Any], source: str = "manifest") -> Manifest:
         config_file=d.string("config_file", CONFIG_NAME),
         producer=d.strings("producer", {}),
         quantization=_quantization(d.object("quantization", None)),
+        text=_text_files(d.object("text", None)),
     )
     if manifest.verification.status not in (PASSED, UNVERIFIED):
         raise ManifestError(f"{source} verification status {manifest.verification.status!r} is not one of "
@@ -347,6 +382,12 @@ def from_dict(data: Mapping[str, Any], source: str = "manifest") -> Manifest:
     if manifest.precision not in PRECISIONS:
         raise ManifestError(f"{source} key 'precision' is {manifest.precision!r}; expected one of {PRECISIONS}")
     _check_names(manifest, source)
+    for name in (*manifest.text.files, manifest.text.generation_config):
+        if name is not None and name not in manifest.files:
+            raise ManifestError(f"{source} key 'text' names {name!r}, which 'files' does not list: re-export the model")
+    if manifest.text.tokenizer is not None and manifest.text.tokenizer not in manifest.text.files:
+        raise ManifestError(f"{source} key 'text.tokenizer' names {manifest.text.tokenizer!r}, which 'text.files' does "
+                            "not list: re-export the model")
     if (manifest.precision == "int8") != (manifest.quantization is not None):
         raise ManifestError(f"{source} key 'quantization' must be present exactly for int8 exports; this one is "
                             f"{manifest.precision} with quantization {manifest.quantization!r}")
@@ -368,6 +409,17 @@ def _check_names(manifest: Manifest, source: str) -> None:
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
             raise ManifestError(f"{source} key 'files' holds {digest[:80]!r}, not a sha256 in hex: re-export the "
                                 "model")
+
+
+def _text_files(d: Fields | None) -> TextFiles:
+    """The ``text`` entry; absent in format 1 (no tokenizer, no generation config)."""
+    if d is None:
+        return TextFiles()
+    files = d.get("files", [])
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        raise d.fail("files", "a list of file names", files)
+    return TextFiles(tokenizer=d.string("tokenizer", None), files=tuple(files),
+                     generation_config=d.string("generation_config", None))
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -400,9 +452,11 @@ def parse_manifest(folder: str | os.PathLike) -> Manifest:
     path = Path(folder) / MANIFEST_NAME
     if not Path(folder).is_dir():
         what = "a file" if Path(folder).exists() else "missing"
-        raise ManifestError(f"{str(folder)!r} is {what}, not a folder: pass the OUT_DIR that `kiln export` wrote")
+        raise ManifestError(f"{str(folder)!r} is {what}, not a folder: pass the OUT_DIR that `kiln export` wrote."
+                            + hub_hint(folder, export=True))
     if not path.exists():
-        raise ManifestError(f"{str(path)!r} is missing: is {str(folder)!r} a folder written by `kiln export`?")
+        raise ManifestError(f"{str(path)!r} is missing: is {str(folder)!r} a folder written by `kiln export`?"
+                            + hub_hint(folder, export=True))
     return from_dict(read_json_object(path, error=ManifestError), source=repr(str(path)))  # the label names the file
 
 

@@ -8,24 +8,31 @@ session, and returns a :class:`Session`:
     tokens = session.generate(ids, max_new_tokens=20)      # causal LMs, with the exported KV cache
     session = load("exports/mra", kernels="native")       # the custom nodes on libtensorkiln_ort.so's kernels
     session.custom_node_implementations                   # {"tensorkiln::MraAttention": "native (avx2+fma)"}
+    text = session.generate(text="The river", max_new_tokens=20)   # through the export's tokenizer
+    out = session.run(text=["a sentence", "another"])      # encoders: tokenized, padded, truncated with a warning
 
 ``run`` is safe to call from several threads at once: it keeps no state between calls, and ONNX Runtime's
-``InferenceSession.run`` is thread-safe.
+``InferenceSession.run`` is thread-safe. Text needs HF's ``tokenizers`` (``pip install 'tensorkiln[text]'``) and
+an export that carries a tokenizer; ``session.tokenizer`` is loaded on first use.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import backends, native
 from . import manifest as mf
 from .errors import ManifestError, RuntimeInputError, UsageError
+from .hub import hub_hint
 from .inputs import ModelLimits, prepare
 from .jsonfile import read_json_object
+
+if TYPE_CHECKING:
+    from .tokenizer import Tokenizer
 
 
 class Session:
@@ -54,6 +61,8 @@ class Session:
         if sorted(self._output_names) != sorted(o.name for o in manifest.outputs):
             raise ManifestError(f"the graph's outputs {self._output_names} differ from the manifest's "
                                 f"{[o.name for o in manifest.outputs]}: re-export the model")
+        self._tokenizer: Tokenizer | None = None
+        self._generation_defaults: dict[str, Any] | None = None
 
     @property
     def input_names(self) -> list[str]:
@@ -67,21 +76,54 @@ class Session:
     def is_causal_lm(self) -> bool:
         return self.manifest.head == "ForCausalLM"
 
-    def run(self, **inputs: Any) -> dict[str, np.ndarray]:
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The export's tokenizer (HF ``tokenizers``); :class:`TokenizerUnavailableError` when the export has
+        none or the library is not installed."""
+        if self._tokenizer is None:
+            from .tokenizer import Tokenizer
+
+            rules = self.manifest.length_rules
+            self._tokenizer = Tokenizer.load(self.folder, self.manifest.text, self.config,
+                                             rules.fixed_length or rules.max_length)
+        return self._tokenizer
+
+    @property
+    def generation_defaults(self) -> dict[str, Any]:
+        """The export's ``generation_config.json`` (empty without one): the defaults of ``generate``."""
+        if self._generation_defaults is None:
+            from .generation_config import read_generation_config
+
+            self._generation_defaults = read_generation_config(self.folder, self.manifest.text.generation_config)
+        return self._generation_defaults
+
+    def run(self, text: Any = None, *, text_pair: Any = None, **inputs: Any) -> dict[str, np.ndarray]:
         """Run the model on HF-named inputs (``input_ids`` and optionally ``attention_mask``,
-        ``token_type_ids``, ``position_ids``, ``past_key_values.{layer}.{kind}``); return HF-named outputs."""
+        ``token_type_ids``, ``position_ids``, ``past_key_values.{layer}.{kind}``); return HF-named outputs.
+        ``text`` (a string or a list; ``text_pair`` for pairs such as question and context) is tokenized with the
+        export's tokenizer instead (see :mod:`tensorkiln.runtime.text`)."""
+        if text is not None or text_pair is not None:
+            if inputs:
+                raise RuntimeInputError(f"give text or HF-named inputs, not both (got text and {sorted(inputs)})")
+            if text is None:
+                raise RuntimeInputError("text_pair needs text (the first segment)")
+            from .text import encode_inputs
+
+            inputs = encode_inputs(self, text, text_pair)[0]
         prepared = prepare(self.manifest, self.limits, inputs)
         values = self._session.run(self._output_names, prepared.feeds)
         return prepared.trim(self.manifest, dict(zip(self._output_names, values)))
 
-    def generate(self, input_ids: Any, max_new_tokens: int, **options: Any) -> np.ndarray:
-        """Continue each prompt by up to ``max_new_tokens`` tokens; see :func:`tensorkiln.runtime.generate.generate`."""
+    def generate(self, input_ids: Any = None, max_new_tokens: int | None = None, **options: Any) -> Any:
+        """Continue each prompt by up to ``max_new_tokens`` tokens: ids in, ids out, or ``text=...`` in, text out;
+        see :func:`tensorkiln.runtime.generate.generate`."""
         from .generate import generate
 
         return generate(self, input_ids, max_new_tokens, **options)
 
-    def stream(self, input_ids: Any, max_new_tokens: int, **options: Any) -> Iterator[np.ndarray]:
-        """Yield each step's new tokens, shape (batch,); see :func:`tensorkiln.runtime.generate.stream`."""
+    def stream(self, input_ids: Any = None, max_new_tokens: int | None = None, **options: Any) -> Iterator[Any]:
+        """Yield each step's new tokens, shape (batch,), or with ``text=...`` the generated text in pieces; see
+        :func:`tensorkiln.runtime.generate.stream`."""
         from .generate import stream
 
         return stream(self, input_ids, max_new_tokens, **options)
@@ -122,7 +164,8 @@ def load(export_dir: str | Path, backend: str = "auto", *, providers: Sequence[s
     """
     folder = Path(export_dir)
     if not folder.is_dir():
-        raise ManifestError(f"{str(folder)!r} is not a folder; pass the OUT_DIR that `kiln export` wrote")
+        raise ManifestError(f"{str(folder)!r} is not a folder; pass the OUT_DIR that `kiln export` wrote."
+                            + hub_hint(folder, export=True))
     if kernels not in native.KERNEL_CHOICES:
         raise UsageError(f"kernels must be one of {', '.join(native.KERNEL_CHOICES)}, got {kernels!r}")
     chosen = backends.choose_providers(backend, providers)

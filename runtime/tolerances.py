@@ -115,9 +115,10 @@ class Verdict:
     reason: str = ""
 
 
-def rule_text(precision: str) -> str:
+def rule_text(precision: str, atol: float | None = None) -> str:
+    extra = f", and max abs <= {atol:g} (--atol)" if atol is not None else ""
     if precision == "fp32":
-        return f"max abs error vs the fp32 reference <= {FP32_MAX_ABS:g} and NMSE <= {FP32_MAX_NMSE:g}"
+        return f"max abs error vs the fp32 reference <= {FP32_MAX_ABS:g} and NMSE <= {FP32_MAX_NMSE:g}{extra}"
     if precision == "int8":
         return (f"vs the fp32 reference at real tokens: cosine >= {INT8_MIN_COSINE:g} and NMSE <= "
                 f"{INT8_MAX_NMSE:.3g} at every shape; top-1 "
@@ -125,7 +126,20 @@ def rule_text(precision: str) -> str:
                 f"label on every row for pooled logits, a choice within {INT8_TIE_MARGIN:g} x the output's RMS of "
                 "the reference's top-1 counting as a tie")
     return (f"max abs error vs the fp32 reference <= {HALF_ERROR_RATIO:g}x PyTorch {precision}'s own + one fp16 "
-            "step at the output's largest value, at real (unmasked) tokens")
+            f"step at the output's largest value, at real (unmasked) tokens{extra}")
+
+
+def atol_problem(precision: str, atol: float) -> str | None:
+    """Why an export-time ``--atol`` cannot be used, or None. ``--atol`` (Optimum's spelling) is an extra max abs
+    bound on top of the policy, never instead of it: it can only tighten the check. For fp32 a value above
+    :data:`FP32_MAX_ABS` would promise a looser check than the one that runs, so it is refused; reduced precision
+    has a relative bound, so any positive ``atol`` is one more cap on it."""
+    if isinstance(atol, bool) or not isinstance(atol, (int, float)) or not math.isfinite(atol) or atol <= 0:
+        return f"--atol must be a finite number > 0, got {atol!r}"
+    if precision == "fp32" and atol > FP32_MAX_ABS:
+        return (f"--atol {atol:g} is looser than the tolerance policy's fp32 bound {FP32_MAX_ABS:g}; --atol can only "
+                "tighten the export check (see runtime/tolerances.py)")
+    return None
 
 
 class Agreement(NamedTuple):
@@ -299,5 +313,5 @@ def _compare_int8(name: str, got: np.ndarray, want: np.ndarray, select: np.ndarr
 __all__ = ["Agreement", "Comparison", "Errors", "FP32_MAX_ABS", "FP32_MAX_NMSE", "HALF_ERROR_RATIO", "INT8_MAX_NMSE",
            "INT8_MIN_COSINE", "INT8_MIN_TOP1", "INT8_TIE_MARGIN", "OP_VS_ORACLE_MAX_ABS", "PRECISIONS",
            "REFERENCE_VS_HF_MAX_ABS",
-           "Verdict", "agreement", "class_scores", "compare", "errors", "half_resolution", "judge", "judge_agreement",
-           "real_tokens", "rule_text"]
+           "Verdict", "agreement", "atol_problem", "class_scores", "compare", "errors", "half_resolution", "judge",
+           "judge_agreement", "real_tokens", "rule_text"]

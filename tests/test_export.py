@@ -264,8 +264,9 @@ def test_graph_names_dims_and_checker(exports):
 def test_manifest_is_complete_and_hashes_match(exports):
     ckpt, out = exports.get("megatron-bert", "ForPreTraining")
     manifest = mf.read_manifest(out)  # checks every sha256
-    assert set(manifest.files) == {"model.onnx", "config.json"}
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "manifest.json", "model.onnx"]
+    text = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"}  # the checkpoint's tokenizer
+    assert set(manifest.files) == {"model.onnx", "config.json", *text}
+    assert sorted(p.name for p in out.iterdir()) == sorted(["config.json", "manifest.json", "model.onnx", *text])
     assert json.loads((out / "config.json").read_text()) == json.loads((ckpt / "config.json").read_text())
     assert (manifest.model_type, manifest.head, manifest.hf_class) == (
         "megatron-bert", "ForPreTraining", "MegatronBertForPreTraining")
@@ -424,8 +425,9 @@ def test_external_data(exports, tmp_path):
     shutil.copytree(exports.get("gpt_neox", "ForCausalLM")[1], tmp_path / "out")  # an earlier export, replaced
     manifest = exporter.export(ckpt, tmp_path / "out", task="Model", external_data=True, overwrite=True,
                                progress=False)
-    assert os.listdir(tmp_path) == ["out"]
-    assert set(manifest.files) == {"model.onnx", "model.onnx.data", "config.json"}
+    assert not (tmp_path / "out" / "stale.txt").exists() and os.listdir(tmp_path) == ["out"]
+    assert set(manifest.files) == {"model.onnx", "model.onnx.data", "config.json", "tokenizer.json",
+                                   "tokenizer_config.json", "special_tokens_map.json"}
     assert (tmp_path / "out" / "model.onnx").stat().st_size < (tmp_path / "out" / "model.onnx.data").stat().st_size
     mf.read_manifest(tmp_path / "out")
     _check_encoder(ckpt, tmp_path / "out", "gpt_neox", "Model")

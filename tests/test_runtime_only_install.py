@@ -2,7 +2,9 @@
 
 Runtime commands (``--version``, ``presets``, ``info``, ``triton``) work and import no torch; every torch command
 prints the install hint as one line and exits 2, never a traceback, and so does ``triton`` without its extra
-(``tensorkiln[triton]``: Triton's protobuf schema). The fast tests hide the export extra's modules
+(``tensorkiln[triton]``: Triton's protobuf schema). With the ``[text]`` extra (HF ``tokenizers``) text goes in and
+out (``kiln generate``, ``kiln run``, ``session.generate(text=...)``); without it, asking for text prints that
+extra's install hint. The fast tests hide the export extra's modules
 from a fresh interpreter (a ``None`` entry in ``sys.modules`` is how Python spells "not installed"); the slow test
 installs the package into a new virtual environment without torch and runs the real ``kiln`` program.
 """
@@ -20,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXPORT_EXTRA = ("torch", "safetensors", "onnx", "onnxscript", "onnx_ir", "polygraphy", "tqdm", "transformers")
 HINT = "pip install 'tensorkiln[export]'"
 TRITON_HINT = "pip install 'tensorkiln[triton]'"
+TEXT_HINT = "pip install 'tensorkiln[text]'"
 TORCH_COMMANDS = [
     ["export", "ckpt", "out"],
     ["parity", "ckpt", "out"],
@@ -75,6 +78,39 @@ def test_triton_without_its_extra_prints_the_install_hint(exports, tmp_path):
     assert not (tmp_path / "repo").exists()  # nothing written
 
 
+def test_text_round_trip_without_torch(exports, tmp_path):
+    """The runtime-only install with [text]: kiln generate, kiln run and the Python text API, no torch loaded."""
+    _, causal = exports.get("gpt_neox", "ForCausalLM")
+    _, encoder = exports.get("mra", "ForSequenceClassification")
+    generated = _kiln_without_export_extra(["generate", str(causal), "The kiln", "--max-new-tokens", "6"], tmp_path)
+    assert generated.returncode == 0 and generated.stdout.startswith("The kiln"), generated.stderr
+    ran = _kiln_without_export_extra(["run", str(encoder), "The kiln is hot."], tmp_path)
+    assert ran.returncode == 0 and "LABEL_0" in ran.stdout, ran.stderr
+    code = (
+        "import sys\n"
+        f"for name in {EXPORT_EXTRA!r}:\n"
+        "    sys.modules[name] = None\n"
+        "from tensorkiln.runtime import load\n"
+        f"s = load({str(causal)!r})\n"
+        "text = s.generate(text='The kiln', max_new_tokens=6, ignore_eos=True)\n"
+        "ids = s.tokenizer.encode('The kiln').ids\n"
+        "tokens = s.generate([ids], 6, ignore_eos=True)[0].tolist()\n"
+        "assert text == 'The kiln' + s.tokenizer.decode(tokens)[len(s.tokenizer.decode(ids)):], text\n"
+        "assert ''.join(s.stream(text='The kiln', max_new_tokens=6, ignore_eos=True)) == text[len('The kiln'):]\n"
+        "assert sys.modules.get('torch') is None\n"
+        "print(repr(text))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0 and result.stdout.startswith("'The kiln"), result.stderr
+
+
+def test_text_commands_without_the_text_extra(exports, tmp_path):
+    _, causal = exports.get("gpt_neox", "ForCausalLM")
+    result = _kiln_without_export_extra(["generate", str(causal), "The kiln"], tmp_path,
+                                        hidden=(*EXPORT_EXTRA, "tokenizers"))
+    assert result.returncode == 2 and TEXT_HINT in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
 @pytest.mark.slow
 def test_real_runtime_only_install(exports, tmp_path):
     """``pip install .`` into a fresh venv (PyPI's numpy and onnxruntime, no torch), then the real ``kiln``."""
@@ -103,3 +139,9 @@ def test_real_runtime_only_install(exports, tmp_path):
              "print(s.run(input_ids=np.ones((2, 9), dtype=np.int64))['logits'].shape)")
     ran = subprocess.run([str(python), "-c", check], capture_output=True, text=True, timeout=300)
     assert ran.returncode == 0 and "(2, " in ran.stdout, ran.stderr
+    _, causal = exports.get("gpt_neox", "ForCausalLM")
+    without = run("generate", str(causal), "The kiln")
+    assert without.returncode == 2 and TEXT_HINT in without.stderr, without.stderr
+    subprocess.run([*pip, f"{ROOT}[text]"], check=True, capture_output=True, timeout=900)  # the [text] extra
+    generated = run("generate", str(causal), "The kiln", "--max-new-tokens", "5", "--stream")
+    assert generated.returncode == 0 and generated.stdout.startswith("The kiln"), generated.stderr

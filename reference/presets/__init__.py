@@ -67,8 +67,11 @@ def init_checkpoint(
     seed: int = 0,
     head: str | None = None,
     overwrite: bool = False,
+    tokenizer: bool = True,
 ) -> Path:
-    """Write a random-weight checkpoint of ``preset`` (HF layout: config.json + model.safetensors) to ``out_dir``."""
+    """Write a random-weight checkpoint of ``preset`` to ``out_dir``, in HF's layout: config.json, model.safetensors
+    and, with ``tokenizer``, a tokenizer trained for it (``tokenizer.json``, ``tokenizer_config.json``,
+    ``special_tokens_map.json``; see :mod:`.tokenizer`) plus ``generation_config.json`` for causal LMs."""
     import torch
 
     from ..checkpoint import build_model, save_pretrained
@@ -80,4 +83,15 @@ def init_checkpoint(
         model = build_model(preset.config, head)
     std = getattr(model.config, "initializer_range", 0.02)
     initialize_weights(model, seed=seed, std=std)
-    return save_pretrained(model, out_dir, overwrite=overwrite)
+    extra = text_files(model.config.to_hf_dict(), type(model).__name__.endswith("ForCausalLM")) if tokenizer else {}
+    return save_pretrained(model, out_dir, overwrite=overwrite, extra_files=extra)
+
+
+def text_files(config: dict[str, Any], causal: bool) -> dict[str, str]:
+    """The text side of a demo checkpoint: its tokenizer files, and ``generation_config.json`` for a causal LM."""
+    from .tokenizer import build_tokenizer_files, generation_config_text
+
+    files = build_tokenizer_files(config, causal)
+    if causal:
+        files["generation_config.json"] = generation_config_text(config)
+    return files
