@@ -32,7 +32,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
-import json
 import logging
 import os
 import shutil
@@ -44,7 +43,9 @@ import numpy as np
 import torch
 
 from tensorkiln.runtime import manifest as mf
-from tensorkiln.runtime.atomic import replace_folder
+from tensorkiln.runtime.atomic import staged_folder
+from tensorkiln.runtime.jsonfile import read_json_object
+from tensorkiln.runtime.paths import refuse_overlap, resolve_inside
 
 from .specs import ExportError, ExportSpec, Shape, get_spec
 from .verify import PROVIDER, Oracle, not_verified, verify_int8
@@ -215,7 +216,12 @@ def quantize_into(source: Path, manifest: mf.Manifest, out: Path, spec: ExportSp
         else:
             shapes = evaluation_shapes(spec, config, manifest.head, batch, seq)
             verification = verify_int8(out, spec, config, manifest.head, oracle, oracle_name, shapes)
-    shutil.copyfile(source / manifest.config_file, out / mf.CONFIG_NAME)
+    shutil.copyfile(mf.file_path(source, manifest, manifest.config_file), out / mf.CONFIG_NAME)
+    carried = [*manifest.text.files, manifest.text.generation_config]
+    for name in sorted({n for n in carried if n is not None}):  # the tokenizer and generation defaults travel too
+        target = resolve_inside(out, name, source=source / mf.MANIFEST_NAME, key="'text' file")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(mf.file_path(source, manifest, name), target)
     quantization = mf.Quantization(
         method=METHOD, tool=TOOL, tool_version=onnxruntime.__version__, weights=WEIGHTS, activations=ACTIVATIONS,
         quantized=counts, kept_fp32=KEPT_FP32, source_sha256=manifest.files[manifest.model_file])
@@ -224,15 +230,6 @@ def quantize_into(source: Path, manifest: mf.Manifest, out: Path, spec: ExportSp
         producer={**manifest.producer, "onnxruntime": onnxruntime.__version__})
     mf.write_manifest(result, out)
     return result
-
-
-def _staging(out: Path, overwrite: bool) -> Path:
-    if out.exists() and not overwrite:
-        raise ExportError(f"{str(out)!r} already exists; choose another folder or pass --overwrite")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; an export is shared like any model folder
-    return tmp
 
 
 def quantize_export(export_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
@@ -249,23 +246,21 @@ def quantize_export(export_dir: str | os.PathLike, out_dir: str | os.PathLike, *
     if manifest.precision != "fp32":
         raise ExportError(f"{str(source)!r} is not an fp32 export (its precision is {manifest.precision}); quantize "
                           "the fp32 export of the model")
-    if source.resolve() == out.resolve():
-        raise ExportError("OUT must be a new folder, not the fp32 export itself")
+    refuse_overlap(out, "OUT", source, "the fp32 export", ExportError)
+    if checkpoint_dir is not None:
+        refuse_overlap(out, "OUT", checkpoint_dir, "the checkpoint", ExportError)
     spec, arch = get_spec(manifest.model_type), get_architecture(manifest.model_type)
-    hf_config = json.loads((source / manifest.config_file).read_text())
+    hf_config = read_json_object(mf.file_path(source, manifest, manifest.config_file), error=mf.ManifestError,
+                                 what="the export's config")
     oracle, oracle_name = _oracle(source, manifest, hf_config, checkpoint_dir, spec)
     config = arch.config_class.from_hf_config(hf_config)
-    tmp = _staging(out, overwrite)
-    bar = _Progress(progress, f"kiln quantize {manifest.hf_class}", total=len(STEPS))
-    try:
-        result = quantize_into(source, manifest, tmp, spec, config, oracle, oracle_name, step=bar.step)
-        replace_folder(tmp, out)
-        return result
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        bar.close()
+    with staged_folder(out, overwrite=overwrite, owned=mf.ownership_problem, error=ExportError, what="OUT") as tmp:
+        bar = _Progress(progress, f"kiln quantize {manifest.hf_class}", total=len(STEPS))
+        try:
+            result = quantize_into(source, manifest, tmp, spec, config, oracle, oracle_name, step=bar.step)
+        finally:
+            bar.close()
+    return result
 
 
 def _oracle(source: Path, manifest: mf.Manifest, hf_config: dict, checkpoint_dir, spec: ExportSpec

@@ -288,5 +288,5 @@ def replace_folder(staged: Path, target: Path) -> None:
 
 
 __all__ = ["BACKUP_SUFFIX", "MARKER_NAME", "STAGING_INFIX", "STAGING_RECORD", "backup_path", "check_target",
-           "file_mode", "folder_mode", "make_staging_folder", "marker_problem", "recover", "replace_folder", "staged_folder", "stale_staging", "write_marker",
-           "write_text"]
+           "file_mode", "folder_mode", "make_staging_folder", "marker_problem", "recover", "replace_folder",
+           "staged_folder", "stale_staging", "write_marker", "write_text"]

@@ -29,7 +29,7 @@ import numpy as np
 from .decoding import Decoder
 from .errors import RuntimeInputError
 from .generation_config import GenerationOptions
-from .logits_processors import LogitsProcessors, log_softmax, softmax, warp
+from .logits_processors import LogitsProcessors, check_finite, log_softmax, softmax, warp
 from .stopping import StopStrings
 
 #: HF's score of a dead beam or an empty hypothesis slot.
@@ -163,6 +163,7 @@ def beam_search(decoder: Decoder, ids: np.ndarray, mask: np.ndarray, options: Ge
     min_keep = len(options.eos_token_ids) + 1
     while True:
         flat = search.running.reshape(-1, search.length)
+        check_finite(logits)
         scores = processors(flat, log_softmax(logits.astype(np.float64)))
         if options.do_sample:
             scores = warp(scores, options.temperature, options.top_k, options.top_p, min_keep)

@@ -29,13 +29,13 @@ from .beam_search import beam_search
 from .decoding import Decoder
 from .errors import RuntimeInputError
 from .generation_config import GenerationOptions, resolve
-from .logits_processors import LogitsProcessors, Sampler, sample, warp
+from .logits_processors import LogitsProcessors, NonFiniteLogitsError, Sampler, check_finite, sample, warp
 from .stopping import StopStrings
 
 if TYPE_CHECKING:
     from .session import Session
 
-__all__ = ["Sampler", "generate", "generate_ids", "stream", "stream_steps"]
+__all__ = ["NonFiniteLogitsError", "Sampler", "generate", "generate_ids", "stream", "stream_steps"]
 
 
 def _validate(session: Session, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int) -> None:
@@ -50,8 +50,6 @@ def _validate(session: Session, ids: np.ndarray, mask: np.ndarray, max_new_token
                                 f"{ids.shape}")
     if mask.shape != ids.shape:
         raise RuntimeInputError(f"attention_mask has shape {mask.shape}; it must match input_ids' {ids.shape}")
-    if np.any((mask != 0) & (mask != 1)):
-        raise RuntimeInputError("attention_mask must hold 0 (padding) or 1 (a real token)")
     if np.any(np.diff(mask, axis=1) < 0):
         raise RuntimeInputError("the prompts are padded on the right (a 1 before a 0 in attention_mask); pad them on "
                                 "the left for generation, as HF's generate expects")
@@ -66,16 +64,27 @@ def _validate(session: Session, ids: np.ndarray, mask: np.ndarray, max_new_token
 def _prompt(input_ids: Any, attention_mask: Any) -> tuple[np.ndarray, np.ndarray]:
     if input_ids is None:
         raise RuntimeInputError("give the prompt as input_ids (token ids) or as text=...")
-    ids = np.asarray(input_ids)
+    try:
+        ids = np.asarray(input_ids)
+    except Exception as exc:  # ragged lists
+        raise RuntimeInputError(f"input_ids could not be made an array ({exc}): pad the prompts to one length, on "
+                                "the left") from None
+    if ids.size == 0:
+        raise RuntimeInputError(f"the prompt is empty (input_ids of shape {ids.shape}): generation needs at least one "
+                                "token per row")
     if ids.dtype == np.bool_ or not np.issubdtype(ids.dtype, np.integer):
         raise RuntimeInputError(f"input_ids must hold integer token ids, got dtype {ids.dtype}; for text, call "
                                 "generate(text=...)")
     ids = ids.astype(np.int64)
     if attention_mask is None:
         return ids, np.ones_like(ids)
-    mask = np.asarray(attention_mask)
-    if mask.dtype != np.bool_ and not np.issubdtype(mask.dtype, np.integer):
-        raise RuntimeInputError(f"attention_mask must hold integers 0 or 1, got dtype {mask.dtype}")
+    try:
+        mask = np.asarray(attention_mask)
+    except Exception as exc:
+        raise RuntimeInputError(f"attention_mask could not be made an array ({exc})") from None
+    if mask.dtype.kind not in "biuf" or not np.isin(mask, (0, 1)).all():
+        shown = np.unique(mask)[:5] if mask.dtype.kind in "biufc" else mask.dtype
+        raise RuntimeInputError(f"attention_mask must be 0/1 (1 for a real token, 0 for padding), got {shown}")
     return ids, mask.astype(np.int64)
 
 
@@ -112,7 +121,9 @@ def _steps(session: Session, plan: _Plan) -> Iterator[tuple[np.ndarray, np.ndarr
     done = np.zeros(ids.shape[0], dtype=bool)
     new = ids.shape[1]
     for _ in range(options.max_new_tokens):
-        scores = plan.processors(ids, decoder(ids, mask, new).astype(np.float64))
+        logits = decoder(ids, mask, new).astype(np.float64)  # (B, V)
+        check_finite(logits)
+        scores = plan.processors(ids, logits)
         if options.do_sample:
             tokens = sample(warp(scores, options.temperature, options.top_k, options.top_p), rng)
         else:

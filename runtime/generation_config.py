@@ -92,15 +92,17 @@ def _number(name: str, value: Any) -> float:
 
 
 def _positive(name: str, value: Any, hint: str = "") -> float:
-    number = _number(name, value)
-    if number <= 0:
-        raise RuntimeInputError(f"{name} must be > 0, got {value!r}{hint}")
-    return number
+    finite = not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
+    if not finite or not math.isfinite(value) or value <= 0:
+        raise RuntimeInputError(f"{name} must be a finite number > 0, got {value!r}{hint}")
+    return float(value)
 
 
 def _token_ids(name: str, value: Any, vocab_size: int) -> tuple[int, ...]:
     values = [value] if not isinstance(value, (list, tuple, np.ndarray)) else list(np.asarray(value).ravel())
-    ids = tuple(_integer(name, v, 0) for v in values)
+    if not values or not all(not isinstance(v, bool) and isinstance(v, (int, np.integer)) and v >= 0 for v in values):
+        raise RuntimeInputError(f"{name} must be a token id (an integer >= 0) or a list of them, got {value!r}")
+    ids = tuple(int(v) for v in values)
     for token in ids:
         if token >= vocab_size:
             raise RuntimeInputError(f"{name} holds {token}, outside the vocabulary [0, {vocab_size})")
@@ -180,9 +182,10 @@ def resolve(given: Mapping[str, Any], defaults: Mapping[str, Any], config: Mappi
     do_sample = pick("do_sample")
     if not isinstance(do_sample, (bool, np.bool_)):
         raise RuntimeInputError(f"do_sample must be True or False, got {do_sample!r}")
-    top_p = _number("top_p", pick("top_p"))
-    if not 0 < top_p <= 1:
-        raise RuntimeInputError(f"top_p must be in (0, 1], got {pick('top_p')!r}")
+    top_p = pick("top_p")
+    if isinstance(top_p, bool) or not isinstance(top_p, (int, float, np.integer, np.floating)) or not 0 < top_p <= 1:
+        raise RuntimeInputError(f"top_p must be a number in (0, 1], got {top_p!r}")  # NaN fails the comparison too
+    top_p = float(top_p)
     seed = given.get("seed")
     return GenerationOptions(
         max_new_tokens=maximum, min_new_tokens=minimum, do_sample=bool(do_sample),

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .errors import RuntimeInputError
+from .errors import CheckFailed, RuntimeInputError
 
 
 def repetition_penalty(ids: np.ndarray, scores: np.ndarray, penalty: float) -> np.ndarray:
@@ -111,6 +111,19 @@ def sample(scores: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.minimum((cumulative <= draws).sum(axis=-1), probs.shape[-1] - 1)
 
 
+class NonFiniteLogitsError(CheckFailed):
+    """The model's logits hold NaN or +Inf (or only -Inf) for a row: no token can be chosen from them."""
+
+
+def check_finite(logits: np.ndarray) -> None:
+    """Refuse logits (N, V) from which no token can honestly be chosen, rather than return token 0 for them."""
+    broken = np.isnan(logits).any(axis=-1) | np.isposinf(logits).any(axis=-1) | np.isneginf(logits).all(axis=-1)
+    if broken.any():
+        raise NonFiniteLogitsError(f"the model returned NaN or infinite logits for prompt row(s) "
+                                   f"{np.flatnonzero(broken).tolist()[:8]}: its weights or the export are broken "
+                                   "(`kiln parity` checks an export against its checkpoint)")
+
+
 class Sampler:
     """Picks the next token from the last position's logits: greedy (argmax), or sampled after ``temperature``,
     ``top_k`` (None or 0: off) and nucleus ``top_p`` filtering, with a seeded numpy generator."""
@@ -122,14 +135,15 @@ class Sampler:
                                     "do_sample=False for greedy")
         if top_k is not None and (isinstance(top_k, bool) or int(top_k) != top_k or top_k < 0):
             raise RuntimeInputError(f"top_k must be an integer >= 0, got {top_k!r}")
-        if top_p is not None and not 0 < top_p <= 1:
-            raise RuntimeInputError(f"top_p must be in (0, 1], got {top_p!r}")
+        if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+            raise RuntimeInputError(f"top_p must be a number in (0, 1], got {top_p!r}")
         self.do_sample, self.temperature = do_sample, float(temperature)
         self.top_k, self.top_p = int(top_k or 0), float(1.0 if top_p is None else top_p)
         self.rng = np.random.default_rng(seed)
 
     def __call__(self, logits: np.ndarray) -> np.ndarray:
         scores = np.asarray(logits, dtype=np.float64)  # (B, V)
+        check_finite(scores)
         if not self.do_sample:
             return scores.argmax(axis=-1)
         return sample(warp(scores, self.temperature, self.top_k, self.top_p), self.rng)

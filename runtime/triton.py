@@ -58,8 +58,6 @@ MARKER_KIND = "triton-model"
 #: The Python-backend model's files inside the version folder.
 PYTHON_MODEL = "model.py"
 PATH_NOTE = "tensorkiln.json"
-#: Files whose presence in an export means it carries a tokenizer (and so its server streams text too).
-TOKENIZER_FILES = ("tokenizer.json",)
 
 __all__ = ["TRITON_TYPES", "ServingOptions", "TritonError", "batch_independent", "install_paths",
            "write_repository"]
@@ -146,7 +144,7 @@ def write_repository(export_dir: str | Path, repo_dir: str | Path, *, name: str 
         raise TritonError(f"model name {name!r} must use letters, digits, '_', '.' or '-' only, and not start with "
                           "'.'")
     if options.backend == "python":
-        has_tokenizer = any(Path(f).name in TOKENIZER_FILES for f in manifest.files)
+        has_tokenizer = manifest.text.tokenizer is not None
         model_config = python_config(manifest, config, name, options, has_tokenizer=has_tokenizer)
     else:
         model_config = onnxruntime_config(manifest, config, name, options)

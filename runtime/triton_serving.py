@@ -169,9 +169,11 @@ class TextDeltas:
 class Generator:
     """A decoupled model: each request generates in a worker thread and streams one response per step."""
 
-    def __init__(self, session: Session, pb_utils, *, workers: int, streams_text: bool):
+    def __init__(self, session: Session, pb_utils, *, workers: int, streams_text: bool, tokenizer=None):
         self.session, self.pb = session, pb_utils
-        self.tokenizer = getattr(session, "tokenizer", None) if streams_text else None
+        if streams_text and tokenizer is None:
+            tokenizer = session.tokenizer  # the export's (runtime/tokenizer.py); a clear error when unusable
+        self.tokenizer = tokenizer if streams_text else None
         if streams_text and self.tokenizer is None:
             raise BackendUnavailableError("the configuration streams text, but this tensorkiln's session has no "
                                           "tokenizer: upgrade tensorkiln, or rewrite the repository")

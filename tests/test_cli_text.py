@@ -57,7 +57,7 @@ def test_kiln_generate_prints_the_text(exports, capsys):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--temperature", "0", "--do-sample"], "temperature must be"),
-    (["--top-p", "1.5"], "top_p must be in"),
+    (["--top-p", "1.5"], "top_p must be a number in"),
     (["--max-new-tokens", "100000"], "exceeds the model's maximum"),
 ])
 def test_kiln_generate_errors_are_one_line(exports, capsys, args, message):

@@ -266,11 +266,13 @@ def test_bad_generation_arguments_are_refused(neox, case):
 
 
 def test_valid_edge_arguments_keep_their_meaning(neox):
-    """top_k=0 keeps every token (HF's meaning), numpy scalars are numbers, a float mask of 0/1 is a mask."""
-    free = neox.generate(PROMPT, 4, do_sample=True, seed=3, ignore_eos=True)
+    """top_k=0 keeps every token (HF's meaning: the same as a top_k of the whole vocabulary), numpy scalars are
+    numbers, a float mask of 0/1 is a mask."""
+    vocab = neox.config["vocab_size"]
+    free = neox.generate(PROMPT, 4, do_sample=True, seed=3, top_k=vocab, ignore_eos=True)
     np.testing.assert_array_equal(neox.generate(PROMPT, 4, do_sample=True, seed=3, top_k=0, ignore_eos=True), free)
     np.testing.assert_array_equal(
-        neox.generate(PROMPT, 4, do_sample=True, seed=np.int64(3), temperature=np.float32(1.0), top_p=1.0,
+        neox.generate(PROMPT, 4, do_sample=True, seed=np.int64(3), temperature=np.float32(1.0), top_p=1.0, top_k=0,
                       attention_mask=np.ones((1, 4), np.float32), ignore_eos=True), free)
 
 

@@ -152,21 +152,23 @@ def test_python_decoder_is_decoupled(exported, tmp_path):
         assert _type(inputs[name]) == data_type and list(inputs[name].dims) == [1]
         assert inputs[name].optional == (name != "max_new_tokens")
     assert not any(name.startswith("past_key_values") for name in inputs)  # the cache stays on the server
-    assert [(o.name, _type(o)) for o in config.output] == [("token_ids", "TYPE_INT64")]
+    assert mf.read_manifest(exported["neox"]).text.tokenizer == "tokenizer.json"  # the demo tokenizer travels
+    assert [(o.name, _type(o)) for o in config.output] == [("token_ids", "TYPE_INT64"), ("text", "TYPE_STRING")]
     assert config.parameters["tensorkiln.max_generations"].string_value == "2"
+    assert (tmp_path / "repo" / "gen" / "1" / "export" / "tokenizer.json").is_file()
 
 
-def test_python_decoder_streams_text_when_the_export_has_a_tokenizer(exported, tmp_path):
+def test_python_decoder_without_a_tokenizer_streams_ids_only(exported, tmp_path):
     export = tmp_path / "export"
     shutil.copytree(exported["neox"], export)
-    (export / "tokenizer.json").write_text("{}")
-    manifest = mf.read_manifest(export, check_files=False)
-    files = {**manifest.files, "tokenizer.json": mf.sha256_file(export / "tokenizer.json")}
-    mf.write_manifest(dataclasses.replace(manifest, files=files), export)
-    target = write_repository(export, tmp_path / "repo", backend="python")
-    config = _parse(target / "config.pbtxt")
-    assert [(o.name, _type(o)) for o in config.output] == [("token_ids", "TYPE_INT64"), ("text", "TYPE_STRING")]
-    assert (target / "1" / "export" / "tokenizer.json").is_file()
+    manifest = mf.read_manifest(export)
+    text_files = {*manifest.text.files, manifest.text.generation_config}
+    for name in text_files - {None}:
+        (export / name).unlink()
+    files = {k: v for k, v in manifest.files.items() if k not in text_files}
+    mf.write_manifest(dataclasses.replace(manifest, files=files, text=mf.TextFiles()), export)
+    config = _parse(write_repository(export, tmp_path / "repo", backend="python") / "config.pbtxt")
+    assert [(o.name, _type(o)) for o in config.output] == [("token_ids", "TYPE_INT64")]
 
 
 def test_model_py_finds_tensorkiln_from_its_note(exported, tmp_path):

@@ -121,9 +121,8 @@ def test_generator_streams_text_that_joins_to_the_decoded_tokens(exports):
     ids = np.array([[5, 200, 226, 130], [1, 2, 3, 4]])
     greedy = session.generate(ids, 12, ignore_eos=True)[:, 4:]
     eos = int(greedy[0, 6])  # row 0 stops there; its text must end before that token
-    session.tokenizer = ByteTokenizer()
     request = Request(input_ids=ids, max_new_tokens=np.array([12], np.int32), eos_token_id=np.array([eos]))
-    generator = Generator(session, PB_UTILS, workers=1, streams_text=True)
+    generator = Generator(session, PB_UTILS, workers=1, streams_text=True, tokenizer=ByteTokenizer())
     generator.execute([request])
     _wait_for_final(request.sender)
     generator.finalize()
