@@ -96,10 +96,18 @@ def _unpack(wheels: Path):
     return build
 
 
+def _site_requirements() -> list[str]:
+    """What the served runtime imports: numpy 1.x (see above), and this environment's onnxruntime and tokenizers
+    (text in and out, when an export carries a tokenizer)."""
+    pins = ["numpy<2", f"onnxruntime=={metadata.version('onnxruntime')}"]
+    with contextlib.suppress(metadata.PackageNotFoundError):
+        pins.append(f"tokenizers=={metadata.version('tokenizers')}")
+    return pins
+
+
 def _site(folder: Path) -> None:
-    onnxruntime = metadata.version("onnxruntime")
     _run([sys.executable, "-m", "pip", "install", "--quiet", "--only-binary=:all:", "--target", str(folder),
-          "numpy<2", f"onnxruntime=={onnxruntime}"])
+          *_site_requirements()])
 
 
 def _libpython() -> Path:
@@ -126,7 +134,8 @@ def prepare(cache: Path = CACHE) -> Installation:
     shutil.copyfile(stub, backends / "python" / "triton_python_backend_stub")
     for executable in (backends / "python" / "triton_python_backend_stub", tritonserver / "bin" / "tritonserver"):
         executable.chmod(0o755)
-    tag = f"cp{version.replace('.', '')}-numpy1-onnxruntime{metadata.version('onnxruntime')}"
+    pins = "-".join(p.split("==")[-1] for p in _site_requirements()[1:])
+    tag = f"cp{version.replace('.', '')}-numpy1-{pins}"
     site = _staged(cache / f"site-{tag}", _site)
     link = cache / "tensorkiln-checkout" / "tensorkiln"
     link.mkdir(parents=True, exist_ok=True)
