@@ -82,8 +82,8 @@ def _from_vocab_files(folder: Path, source: str, settings: Mapping[str, Any], sp
         tokenizer.decoder = decoders.ByteLevel()
         cls, sep = special.get("cls", special.get("bos")), special.get("sep", special.get("eos"))
         if settings.get("tokenizer_class", "").replace("Fast", "") in ROBERTA_CLASSES and cls and sep:
-            tokenizer.post_processor = processors.RobertaProcessing(
-                sep=(sep, tokenizer.token_to_id(sep)), cls=(cls, tokenizer.token_to_id(cls)))
+            tokenizer.post_processor = processors.RobertaProcessing(  # positional: tokenizers 0.23 renamed cls=
+                (sep, tokenizer.token_to_id(sep)), (cls, tokenizer.token_to_id(cls)))
         else:
             tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
         return tokenizer

@@ -173,8 +173,8 @@ def _post_processor(family: Family, config: Mapping[str, Any], causal: bool, ids
         if causal or "cls" not in family.roles:  # the text as written: GPT-NeoX's tokenizer, decoders' prompts
             return processors.ByteLevel(trim_offsets=False)
         cls, sep = family.roles["cls"], family.roles["sep"]
-        return processors.RobertaProcessing(sep=(sep, ids[sep]), cls=(cls, ids[cls]), trim_offsets=True,
-                                            add_prefix_space=False)
+        # (sep, cls) positionally: tokenizers 0.23 renamed the keyword cls= to cls_token=
+        return processors.RobertaProcessing((sep, ids[sep]), (cls, ids[cls]), trim_offsets=True, add_prefix_space=False)
     second = 1 if (config.get("type_vocab_size") or 0) >= 2 else 0  # MRA has one token type
     return processors.TemplateProcessing(single="[CLS] $A [SEP]", pair=f"[CLS] $A [SEP] $B:{second} [SEP]:{second}",
                                          special_tokens=[("[CLS]", ids["[CLS]"]), ("[SEP]", ids["[SEP]"])])
