@@ -11,6 +11,7 @@ installs the package into a new virtual environment without torch and runs the r
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import venv
@@ -145,3 +146,18 @@ def test_real_runtime_only_install(exports, tmp_path):
     subprocess.run([*pip, f"{ROOT}[text]"], check=True, capture_output=True, timeout=900)  # the [text] extra
     generated = run("generate", str(causal), "The kiln", "--max-new-tokens", "5", "--stream")
     assert generated.returncode == 0 and generated.stdout.startswith("The kiln"), generated.stderr
+    # The newest tokenizers (the test extra pins transformers, which pins an older one): an older checkpoint's
+    # RoBERTa-style vocab.json + merges.txt wraps a text as <s> ... </s>, by HF's template.
+    legacy = tmp_path / "legacy-tokenizer"
+    legacy.mkdir()
+    (legacy / "vocab.json").write_text(json.dumps({"<s>": 0, "</s>": 1, "a": 2, "b": 3, "ab": 4}))
+    (legacy / "merges.txt").write_text("#version: 0.2\na b\n")
+    (legacy / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "RobertaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "cls_token": "<s>",
+         "sep_token": "</s>"}))
+    encode = ("from pathlib import Path; from tensorkiln.runtime.tokenizer import Tokenizer; "
+              "from tensorkiln.runtime.manifest_types import TextFiles; "
+              f"t = Tokenizer.load(Path({str(legacy)!r}), TextFiles(tokenizer='vocab.json'), {{}}, 16); "
+              "print(t.backend.encode('ab').ids)")
+    encoded = subprocess.run([str(python), "-c", encode], capture_output=True, text=True, timeout=300)
+    assert encoded.returncode == 0 and encoded.stdout.strip() == "[0, 4, 1]", encoded.stderr
