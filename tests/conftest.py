@@ -3,16 +3,33 @@
 An export of a tiny preset takes 5-15 s on two cores, and the export, parity, runtime, Triton and CLI tests use
 the same few, so they are made once per test session, on first use. Tests must not modify what the cache hands out:
 copy a folder before tampering with it.
+
+The session runs with an empty tensorkiln cache of its own (``TENSORKILN_CACHE_DIR``) and no
+``TENSORKILN_ORT_LIBRARY``, so native kernels the developer built with ``kiln build-kernels`` never change which
+kernels a test runs; tests that want them ask for the ``native_kernels`` fixture.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # the tests' helper modules (tiny_exports, oracles)
+
+
+def pytest_configure(config):
+    config.tensorkiln_cache = tempfile.mkdtemp(prefix="tensorkiln-test-cache-")
+    os.environ["TENSORKILN_CACHE_DIR"] = config.tensorkiln_cache
+    os.environ.pop("TENSORKILN_ORT_LIBRARY", None)
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(getattr(config, "tensorkiln_cache", ""), ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
