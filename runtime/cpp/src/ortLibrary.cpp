@@ -136,7 +136,7 @@ OrtRuntime const& ortRuntime(std::string const& requested)
         return loaded;
     }
     throw Error(ErrorKind::kBACKEND_UNAVAILABLE, "cannot load ONNX Runtime's shared library (" + failures.substr(2)
-            + "): pass its path as LoadOptions::onnxruntimeLibrary (kiln-run --onnxruntime), set "
+            + "): pass its path as LoadOptions::onnxruntimeLibrary (kiln-run --onnxruntime-library), set "
             + kENV_LIBRARY + ", or activate a virtual environment with `pip install onnxruntime`");
 }
 
