@@ -245,3 +245,79 @@ def test_eight_threads_of_a_hundred_runs_equal_sequential_runs(runtime_prefix, e
                       "--workers", 8, "--runs", 100, "--threads", 1)
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads(result.stdout) == {"workers": 8, "runs": 100, "sets": 3, "differing": 0, "failed": 0}
+
+
+# ---- slow: a service's build, and the TensorRT backend against TensorRT's headers ----
+
+
+@pytest.mark.slow
+def test_a_service_builds_against_the_installed_package(runtime_prefix, exports, tmp_path):
+    """runtime/cpp/examples: find_package(tensorkiln), link tensorkiln::runtime, run; the same logits and tokens."""
+    _, export = exports.get("gpt_neox", "ForCausalLM")
+    build = tmp_path / "example"
+    for command in (["cmake", "-G", "Ninja", "-S", ROOT / "runtime" / "cpp" / "examples", "-B", build,
+                     f"-DCMAKE_PREFIX_PATH={runtime_prefix}"], ["cmake", "--build", build]):
+        result = subprocess.run(list(map(str, command)), capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = subprocess.run([str(build / "classify"), str(export), "5", "6", "7"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    session = load(export)
+    tokens = session.generate(np.array([[5, 6, 7]]), max_new_tokens=5)[0, 3:].tolist()
+    assert [int(line.split()[1]) for line in result.stdout.splitlines() if line.startswith("token ")] == tokens
+    first = float(session.run(input_ids=np.array([[5, 6, 7]]))["logits"].flat[0])
+    assert f"logits float32 [3-d] first value {first:.6g}" in result.stdout
+
+
+def _kernel_lens_headers() -> Path | None:
+    """TensorRT 10.14's NvInfer*.h from the PyPI wheel kernel-lens==2.0.1 (no NvOnnxParser.h), fetched once."""
+    folder = CACHE / "kernel-lens"
+    headers = folder / "kernel_lens" / "include" / "tensorrt"
+    if not (headers / "NvInfer.h").is_file():
+        import sys
+        import zipfile
+
+        download = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(folder),
+                                   "kernel-lens==2.0.1"], capture_output=True, text=True)
+        wheels = sorted(folder.glob("kernel_lens-2.0.1-*.whl"))
+        if download.returncode != 0 or not wheels:
+            return None
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            wheel.extractall(folder, [n for n in wheel.namelist() if n.startswith("kernel_lens/include/tensorrt/")])
+    return headers
+
+
+def _trt_header_roots() -> dict[str, Path]:
+    roots = {Path(p).name or p: Path(p) for p in os.environ.get("TK_TRT_HEADER_ROOTS", "").split(os.pathsep) if p}
+    lens = _kernel_lens_headers()
+    if lens is not None:
+        roots["kernel-lens-2.0.1"] = lens
+    return roots
+
+
+@pytest.mark.slow
+def test_tensorrt_backend_compiles_against_every_tensorrt_header_set(runtime_prefix, tmp_path):
+    """-Werror against each set: trtEngine.cpp (NvInfer) always, trtBuild.cpp (NvOnnxParser) where the set has the
+    parser's header (kernel-lens has not: its build path is not checked there). Nothing links or runs: no TensorRT
+    libraries or GPU here."""
+    roots = _trt_header_roots()
+    if not roots:
+        if os.environ.get("CI"):
+            pytest.fail("no TensorRT headers: set TK_TRT_HEADER_ROOTS or allow pip to fetch kernel-lens==2.0.1")
+        pytest.skip("no TensorRT headers (TK_TRT_HEADER_ROOTS unset and kernel-lens==2.0.1 not downloadable)")
+    json_dir = CACHE / "nlohmann-json" / "usr" / "share" / "cmake" / "nlohmann_json"
+    for label, root in roots.items():
+        build = tmp_path / label
+        configure = ["cmake", "-G", "Ninja", "-S", str(ROOT / "runtime" / "cpp"), "-B", str(build),
+                     f"-DTensorRT_ROOT={root}", "-DTK_BUILD_TESTS=OFF",
+                     f"-DONNXRUNTIME_INCLUDE_DIR={next((CACHE / 'onnxruntime-headers').glob('*/'))}"]
+        configure += [f"-Dnlohmann_json_DIR={json_dir}"] if json_dir.is_dir() else []
+        result = subprocess.run(configure, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        if "no CUDA toolkit" in result.stdout:
+            pytest.skip("TensorRT's headers include CUDA's runtime API headers, and there is no CUDA toolkit")
+        result = subprocess.run(["cmake", "--build", str(build), "--target", "tensorkiln_trt_objects", "-j2"],
+                                capture_output=True, text=True)
+        assert result.returncode == 0, f"{label}:\n{result.stdout[-6000:]}"
+        objects = {p.name for p in build.rglob("*.cpp.o") if "tensorkiln_trt_objects" in str(p)}
+        with_parser = (root / "NvOnnxParser.h").is_file() or (root / "include" / "NvOnnxParser.h").is_file()
+        assert objects == {"trtEngine.cpp.o"} | ({"trtBuild.cpp.o"} if with_parser else set()), (label, objects)
