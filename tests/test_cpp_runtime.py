@@ -234,6 +234,12 @@ def test_beam_search_is_refused_in_cpp_with_a_reason(runtime_prefix, exports):
     assert result.returncode == 2 and "num_beams" in result.stderr and result.stdout == ""
 
 
+def test_an_option_of_another_command_is_refused_not_ignored(runtime_prefix, exports, tmp_path):
+    _, export = exports.get("mra", "ForMaskedLM")
+    result = kiln_run(runtime_prefix, "run", export, "--ids", "5,6", "--out", tmp_path)
+    assert (result.returncode, result.stderr.strip()) == (2, "kiln-run: error: unrecognized arguments: --ids")
+
+
 # ---- threads ----
 
 

@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <map>
 #include <stdexcept>
 
 namespace
@@ -30,10 +31,26 @@ char const kUSAGE[] = "usage: kiln-run {run,generate,stress,info} EXPORT_DIR [op
                       "  stress    run on several threads at once and compare with sequential runs\n"
                       "  info      print the export's inputs, outputs, backend and custom-node kernels (JSON)\n";
 
-std::set<std::string> const kVALUED{"backend", "kernels", "threads", "provider", "onnxruntime-library", "input",
-    "inputs-dir", "inputs-json", "out", "ids", "input-ids", "attention-mask", "max-new-tokens", "temperature",
-    "top-k", "top-p", "seed", "options", "workers", "runs"};
+std::set<std::string> const kLOAD{"backend", "kernels", "threads", "provider", "onnxruntime-library"};
+//! Each command's options beyond the load options; an option of another command is refused, not ignored.
+std::map<std::string, std::set<std::string>> const kCOMMAND_OPTIONS{
+    {"run", {"input", "inputs-dir", "inputs-json", "out"}},
+    {"generate", {"ids", "input-ids", "attention-mask", "max-new-tokens", "temperature", "top-k", "top-p", "seed",
+                     "options", "out"}},
+    {"stress", {"inputs-dir", "workers", "runs"}},
+    {"info", {}},
+};
 std::set<std::string> const kFLAGS{"no-check", "do-sample", "help"};
+
+std::set<std::string> valuedOptions(std::string const& command)
+{
+    auto const found = kCOMMAND_OPTIONS.find(command);
+    if (found == kCOMMAND_OPTIONS.end())
+        throw std::invalid_argument("unknown command '" + command + "' (choose run, generate, stress or info)");
+    std::set<std::string> options = kLOAD;
+    options.insert(found->second.begin(), found->second.end());
+    return options;
+}
 
 int fail(std::string const& message, int status)
 {
@@ -55,9 +72,7 @@ int dispatch(std::string const& command, tensorkiln::tools::Arguments const& arg
         return generateCommand(args);
     if (command == "stress")
         return stressCommand(args);
-    if (command == "info")
-        return infoCommand(args);
-    throw std::invalid_argument("unknown command '" + command + "' (choose run, generate, stress or info)");
+    return infoCommand(args);
 }
 
 } // namespace
@@ -71,7 +86,7 @@ int main(int argc, char** argv)
     }
     try
     {
-        tensorkiln::tools::Arguments const args(argc, argv, 2, kVALUED, kFLAGS);
+        tensorkiln::tools::Arguments const args(argc, argv, 2, valuedOptions(argv[1]), kFLAGS);
         if (args.flag("help"))
         {
             std::fputs(kUSAGE, stdout);
