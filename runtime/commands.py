@@ -1,6 +1,6 @@
-"""The ``kiln`` commands that need only the runtime (numpy + onnxruntime): ``info``, ``build-kernels``, ``triton``
-(which also needs Triton's protobuf schema, the extra ``tensorkiln[triton]``), and ``generate`` and ``run``, which
-also need HF's ``tokenizers`` (``pip install 'tensorkiln[text]'``) for their text.
+"""The ``kiln`` commands that need only the runtime (numpy + onnxruntime): ``info``, ``build-kernels``,
+``build-runtime``, ``triton`` (which also needs Triton's protobuf schema, the extra ``tensorkiln[triton]``), and
+``generate`` and ``run``, which also need HF's ``tokenizers`` (``pip install 'tensorkiln[text]'``) for their text.
 
 The ``kiln`` program itself is assembled in ``export/cli.py``, the top layer, which adds the commands that need torch;
 each command here registers its arguments with :func:`add_commands` and imports nothing beyond the runtime, so it
@@ -134,6 +134,29 @@ def cmd_build_kernels(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_build_runtime(args: argparse.Namespace) -> int:
+    from .runtime_build import build_runtime
+
+    build_runtime(ort_include=args.ort_include and Path(args.ort_include), prefix=args.prefix and Path(args.prefix),
+                  jobs=args.jobs, tensorrt_root=args.tensorrt_root,
+                  log=lambda message: print(f"kiln build-runtime: {message}", flush=True))
+    return 0
+
+
+def _add_build_runtime_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("build-runtime", help="build the C++ runtime (libtensorkiln_runtime.so, kiln-run, CMake "
+                                             "package tensorkiln) and install it (needs a source checkout)")
+    p.add_argument("--prefix", default=None,
+                   help=f"install prefix (default {native.cache_dir() / 'runtime'}; a service's CMake finds it with "
+                        "-DCMAKE_PREFIX_PATH=PREFIX)")
+    p.add_argument("--ort-include", default=None, help="a folder holding ONNX Runtime's onnxruntime_cxx_api.h "
+                                                       "(default: fetched from Debian's libonnxruntime-dev, or npm)")
+    p.add_argument("--tensorrt-root", default=None,
+                   help="TensorRT prefix (include/, lib/) for the TensorRT backend (default: $TensorRT_ROOT)")
+    p.add_argument("--jobs", type=int, default=None, help="parallel compile jobs (default: the CPU count)")
+    p.set_defaults(func=cmd_build_runtime)
+
+
 #: ``kiln generate`` options that map one to one onto generate()'s keyword arguments.
 GENERATE_OPTIONS = ("max_new_tokens", "min_new_tokens", "do_sample", "temperature", "top_k", "top_p", "seed",
                     "num_beams", "length_penalty", "early_stopping", "repetition_penalty", "no_repeat_ngram_size",
@@ -236,4 +259,5 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help=f"where to install the library (default {native.default_library_path()})")
     p.add_argument("--jobs", type=int, default=None, help="parallel compile jobs (default: the CPU count)")
     p.set_defaults(func=cmd_build_kernels)
+    _add_build_runtime_command(sub)
     _add_text_commands(sub)

@@ -5,9 +5,8 @@ time and cached (the onnxruntime wheel ships none, and the repository never hold
 
 1. a folder the user names (``--ort-include`` / ``ONNXRUNTIME_INCLUDE_DIR``);
 2. a copy fetched earlier into ``CACHE/onnxruntime-headers/``;
-3. Debian trixie's ``libonnxruntime-dev`` (ORT 1.21, API 21, 85 KB): ``apt-get download`` under a private
-   sources list, state and cache in a scratch folder (the system's apt configuration is read for the archive's
-   address and keyring, never changed), then ``dpkg-deb -x``;
+3. Debian trixie's ``libonnxruntime-dev`` (ORT 1.21, API 21, 85 KB), through :mod:`.debian_packages`
+   (``apt-get download`` under a private apt state, then ``dpkg-deb -x``);
 4. the npm package ``com.github.asus4.onnxruntime@0.4.9`` (ORT 1.29 headers under its iOS framework folder;
    150 MB): ``npm pack``, then the headers alone are extracted.
 
@@ -17,7 +16,6 @@ library makes (``KernelContext::ParallelFor``: API 17) is the best; Debian's 21 
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -26,15 +24,15 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from . import debian_packages
 from .atomic import replace_folder
 from .errors import BackendUnavailableError
 
 HEADER = "onnxruntime_cxx_api.h"
-DEBIAN_SUITE = "trixie"
+DEBIAN_SUITE = debian_packages.SUITE
 DEBIAN_PACKAGE = "libonnxruntime-dev"
 NPM_PACKAGE = "com.github.asus4.onnxruntime@0.4.9"
 NPM_HEADERS = "package/Plugins/iOS~/onnxruntime.xcframework/ios-arm64/onnxruntime.framework/Headers/"
-_DEFAULT_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 
 Log = Callable[[str], None]
 
@@ -64,8 +62,7 @@ def ort_headers(cache: Path, given: Path | None = None, log: Log = print) -> Pat
         try:
             return _fetch_into(cache, source, fetch, log)
         except (OSError, subprocess.CalledProcessError, BackendUnavailableError) as exc:
-            detail = exc.stderr.strip().splitlines()[-1] if isinstance(exc, subprocess.CalledProcessError) and \
-                exc.stderr else str(exc)
+            detail = debian_packages.failure_detail(exc)
             failures.append(f"{source}: {detail}")
             log(f"could not fetch the headers from {source} ({detail})")
     raise BackendUnavailableError("cannot get ONNX Runtime's C/C++ API headers (" + "; ".join(failures) + "). "
@@ -89,49 +86,16 @@ def _run(command: list[str], cwd: Path) -> None:
 
 
 def debian_archive() -> tuple[str, str]:
-    """(URI, keyring) of the Debian archive this machine's apt already uses; raises when it uses none."""
-    lists = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
-    for path in lists:
-        try:
-            text = path.read_text()
-        except OSError:
-            continue
-        if path.suffix == ".sources":  # deb822 stanzas
-            for stanza in re.split(r"\n\s*\n", text):
-                fields = dict(re.findall(r"^([\w-]+):\s*(.+)$", stanza, re.M))
-                for uri in fields.get("URIs", "").split():
-                    if uri.rstrip("/").endswith("/debian") and "deb" in fields.get("Types", "").split():
-                        return uri, fields.get("Signed-By", _DEFAULT_KEYRING).strip()
-        else:
-            for match in re.finditer(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+/debian)/?\s", text, re.M):
-                return match.group(1), _DEFAULT_KEYRING
-    raise BackendUnavailableError("this machine's apt uses no Debian archive")
+    """(URI, keyring) of the Debian archive this machine's apt already uses (:mod:`.debian_packages`)."""
+    return debian_packages.debian_archive()
 
 
 def _fetch_debian(scratch: Path, log: Log) -> Path:
     """Debian trixie's libonnxruntime-dev, downloaded and unpacked without touching the system's apt state."""
-    if not (shutil.which("apt-get") and shutil.which("dpkg-deb")):
-        raise BackendUnavailableError("apt-get and dpkg-deb are not available")
-    uri, keyring = debian_archive()
-    apt = scratch / "apt"
-    for folder in ("lists/partial", "cache/archives/partial", "sources.list.d"):
-        (apt / folder).mkdir(parents=True, exist_ok=True)
-    (apt / "sources.list").write_text(f"deb [signed-by={keyring}] {uri} {DEBIAN_SUITE} main\n")
-    (apt / "status").write_text("")
-    options = [f"Dir::Etc::SourceList={apt / 'sources.list'}", f"Dir::Etc::SourceParts={apt / 'sources.list.d'}",
-               f"Dir::State::Lists={apt / 'lists'}", f"Dir::Cache={apt / 'cache'}",
-               f"Dir::State::status={apt / 'status'}", "Debug::NoLocking=1"]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        options.append("APT::Sandbox::User=root")  # apt's _apt user could not write into this scratch folder
-    flags = [item for option in options for item in ("-o", option)]
-    log(f"fetching {DEBIAN_PACKAGE} ({DEBIAN_SUITE}) with apt-get download, private apt state")
-    _run(["apt-get", *flags, "-qq", "update"], scratch)
-    _run(["apt-get", *flags, "-qq", "download", DEBIAN_PACKAGE], scratch)
-    package = next(scratch.glob(f"{DEBIAN_PACKAGE}_*.deb"))
-    _run(["dpkg-deb", "-x", str(package), str(scratch / "root")], scratch)
-    headers = scratch / "root" / "usr" / "include" / "onnxruntime"
+    root = debian_packages.fetch(DEBIAN_PACKAGE, scratch, log, DEBIAN_SUITE)
+    headers = root / "usr" / "include" / "onnxruntime"
     if not (headers / HEADER).is_file():
-        raise BackendUnavailableError(f"{package.name} holds no {HEADER}")
+        raise BackendUnavailableError(f"{DEBIAN_PACKAGE} holds no {HEADER}")
     return headers
 
 

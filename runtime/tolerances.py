@@ -52,6 +52,9 @@ import numpy as np
 REFERENCE_VS_HF_MAX_ABS = 1e-5
 #: One custom op's implementations vs each other or an independent oracle, fp32, max abs error.
 OP_VS_ORACLE_MAX_ABS = 1e-5
+#: The C++ runtime vs the Python runtime on the same graph, kernels and ONNX Runtime, max abs error (the same
+#: arithmetic: anything above rounding noise means the two fed the graph differently).
+SAME_KERNELS_MAX_ABS = 1e-6
 #: fp32 runtime vs the fp32 reference, max abs error.
 FP32_MAX_ABS = 1e-4
 #: ... and relative to the output's power: random-weight checkpoints give outputs of 1e-3 (a wrong graph stays
@@ -312,6 +315,6 @@ def _compare_int8(name: str, got: np.ndarray, want: np.ndarray, select: np.ndarr
 
 __all__ = ["Agreement", "Comparison", "Errors", "FP32_MAX_ABS", "FP32_MAX_NMSE", "HALF_ERROR_RATIO", "INT8_MAX_NMSE",
            "INT8_MIN_COSINE", "INT8_MIN_TOP1", "INT8_TIE_MARGIN", "OP_VS_ORACLE_MAX_ABS", "PRECISIONS",
-           "REFERENCE_VS_HF_MAX_ABS",
+           "REFERENCE_VS_HF_MAX_ABS", "SAME_KERNELS_MAX_ABS",
            "Verdict", "agreement", "atol_problem", "class_scores", "compare", "errors", "half_resolution", "judge",
            "judge_agreement", "real_tokens", "rule_text"]
