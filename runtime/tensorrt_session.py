@@ -135,6 +135,8 @@ def _build(trt: Any, logger: Any, model_path: Path, precision: str, profiles: Se
     config = builder.create_builder_config()
     if precision == "fp16":
         config.set_flag(trt.BuilderFlag.FP16)
+    else:  # TensorRT rounds fp32 matmuls to TF32 by default, which breaks the fp32 rule of runtime/tolerances.py
+        config.clear_flag(trt.BuilderFlag.TF32)
     profile = builder.create_optimization_profile()
     network_inputs = {network.get_input(i).name for i in range(network.num_inputs)}
     for shapes in profiles:
