@@ -282,3 +282,18 @@ def test_tensorrt_greedy_generation_equals_onnxruntime(exports, tmp_path, model_
     mask[1, :2] = 0  # left padding
     want = ort.generate(ids, 8, attention_mask=mask, ignore_eos=True)
     assert np.array_equal(trt.generate(ids, 8, attention_mask=mask, ignore_eos=True), want)
+
+
+def test_cli_takes_the_tensorrt_backend(exports, capsys):
+    from tensorkiln.export.cli import build_parser
+    from tensorkiln.export.cli import main as kiln
+
+    _, out = exports.get("gpt_neox", "ForCausalLM")
+    parser = build_parser()
+    assert parser.parse_args(["generate", str(out), "Hi", "--backend", "tensorrt"]).backend == "tensorrt"
+    assert parser.parse_args(["run", str(out), "Hi", "--backend", "tensorrt"]).backend == "tensorrt"
+    if _tensorrt_and_gpu() is None:
+        return  # it would run: the gpu tests cover the engine
+    assert kiln(["generate", str(out), "Hi", "--backend", "tensorrt"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("kiln: error: backend 'tensorrt' needs") and "\n" not in error
