@@ -7,13 +7,15 @@ session, and returns a :class:`Session`:
     out = session.run(input_ids=ids, attention_mask=mask)  # {"logits": ...}
     tokens = session.generate(ids, max_new_tokens=20)      # causal LMs, with the exported KV cache
     session = load("exports/mra", kernels="native")       # the custom nodes on libtensorkiln_ort.so's kernels
+    session = load("exports/mra", backend="tensorrt")     # a TensorRT engine (tensorrt_session.py; needs a GPU)
     session.custom_node_implementations                   # {"tensorkiln::MraAttention": "native (avx2+fma)"}
     text = session.generate(text="The river", max_new_tokens=20)   # through the export's tokenizer
     out = session.run(text=["a sentence", "another"])      # encoders: tokenized, padded, truncated with a warning
 
-``run`` is safe to call from several threads at once: it keeps no state between calls, and ONNX Runtime's
-``InferenceSession.run`` is thread-safe. Text needs HF's ``tokenizers`` (``pip install 'tensorkiln[text]'``) and
-an export that carries a tokenizer; ``session.tokenizer`` is loaded on first use.
+``run`` is safe to call from several threads at once: it keeps no state between calls, ONNX Runtime's
+``InferenceSession.run`` is thread-safe, and a TensorRT session runs one call at a time. Text needs HF's
+``tokenizers`` (``pip install 'tensorkiln[text]'``) and an export that carries a tokenizer; ``session.tokenizer`` is
+loaded on first use.
 """
 
 from __future__ import annotations
