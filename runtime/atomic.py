@@ -79,10 +79,15 @@ def make_staging_folder(parent: Path, prefix: str) -> Path:
 
 def write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same folder, with the mode ``open`` would give."""
+    write_bytes(path, text.encode())
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, with the mode ``open`` would give."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.chmod(tmp, file_mode())  # mkstemp makes it private; the umask decides, as for any new file
         os.replace(tmp, path)
     except BaseException:
@@ -289,4 +294,4 @@ def replace_folder(staged: Path, target: Path) -> None:
 
 __all__ = ["BACKUP_SUFFIX", "MARKER_NAME", "STAGING_INFIX", "STAGING_RECORD", "backup_path", "check_target",
            "file_mode", "folder_mode", "make_staging_folder", "marker_problem", "recover", "replace_folder",
-           "staged_folder", "stale_staging", "write_marker", "write_text"]
+           "staged_folder", "stale_staging", "write_bytes", "write_marker", "write_text"]

@@ -1,6 +1,6 @@
 """Execution backends for a session: ONNX Runtime (CPU by default, the CUDA execution provider where
-onnxruntime-gpu is installed). Torch-free; optional backends are detected when asked for, and their absence is an
-error with the install hint.
+onnxruntime-gpu is installed); TensorRT engines are opened by :mod:`.tensorrt_session`. Torch-free; optional
+backends are detected when asked for, and their absence is an error with the install hint.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import BackendUnavailableError, ManifestError
+from .errors import BackendUnavailableError, ManifestError, UsageError
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 CPU = "CPUExecutionProvider"
@@ -22,10 +22,9 @@ def choose_providers(backend: str, providers: Sequence[str] | None) -> list[str]
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend == "tensorrt":
-        raise BackendUnavailableError(
-            "backend 'tensorrt' is not available yet: the TensorRT session (engine build with the tensorkiln plugin "
-            "library) is still to come. Use backend='onnxruntime', or build an engine with trtexec "
-            "--onnx=model.onnx --dynamicPlugins=libtensorkiln_plugins.so --enablePluginOverride")
+        if providers:
+            raise UsageError("providers are ONNX Runtime's execution providers; backend='tensorrt' takes none")
+        return []  # the engine runs on CUDA device 0 (see tensorrt_session.py)
     available = ort.get_available_providers()
     if providers:
         missing = [p for p in providers if p not in available]

@@ -167,7 +167,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     """Continue a prompt with a causal LM export and print the text (as it comes with --stream)."""
     from .session import load
 
-    session = load(args.export_dir, threads=args.threads)
+    session = load(args.export_dir, args.backend, threads=args.threads)
     options = {name: getattr(args, name) for name in GENERATE_OPTIONS if getattr(args, name) is not None}
     beams = options.get("num_beams") or session.generation_defaults.get("num_beams") or 1
     if args.stream and beams > 1:
@@ -189,7 +189,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .readout import describe
     from .session import load
 
-    session = load(args.export_dir, threads=args.threads)
+    session = load(args.export_dir, args.backend, threads=args.threads)
     print(describe(session, args.text, pair=args.pair, choices=args.choice or (), top=args.top))
     return 0
 
@@ -199,6 +199,12 @@ def _early_stopping(value: str) -> bool | str:
     if value.lower() not in choices:
         raise argparse.ArgumentTypeError("choose true, false or never")
     return choices[value.lower()]
+
+
+def _add_backend_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"), default="auto",
+                        help="onnxruntime (auto, the default) or tensorrt: an engine built for the export and cached "
+                             "(needs the tensorrt and polygraphy packages and an NVIDIA GPU)")
 
 
 def _add_text_commands(sub: argparse._SubParsersAction) -> None:
@@ -226,6 +232,7 @@ def _add_text_commands(sub: argparse._SubParsersAction) -> None:
                    help="stop once this text is generated (repeat for several)")
     p.add_argument("--ignore-eos", action="store_true", default=None, help="generate all --max-new-tokens")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    _add_backend_option(p)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("run", help="run an encoder export on a text and print the result (needs tensorkiln[text])")
@@ -236,6 +243,7 @@ def _add_text_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--choice", action="append", default=None, help="a choice for multiple choice (repeat)")
     p.add_argument("--top", type=int, default=5, help="how many tokens to list for a language model (default 5)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    _add_backend_option(p)
     p.set_defaults(func=cmd_run)
 
 

@@ -7,18 +7,20 @@ session, and returns a :class:`Session`:
     out = session.run(input_ids=ids, attention_mask=mask)  # {"logits": ...}
     tokens = session.generate(ids, max_new_tokens=20)      # causal LMs, with the exported KV cache
     session = load("exports/mra", kernels="native")       # the custom nodes on libtensorkiln_ort.so's kernels
+    session = load("exports/mra", backend="tensorrt")     # a TensorRT engine (tensorrt_session.py; needs a GPU)
     session.custom_node_implementations                   # {"tensorkiln::MraAttention": "native (avx2+fma)"}
     text = session.generate(text="The river", max_new_tokens=20)   # through the export's tokenizer
     out = session.run(text=["a sentence", "another"])      # encoders: tokenized, padded, truncated with a warning
 
-``run`` is safe to call from several threads at once: it keeps no state between calls, and ONNX Runtime's
-``InferenceSession.run`` is thread-safe. Text needs HF's ``tokenizers`` (``pip install 'tensorkiln[text]'``) and
-an export that carries a tokenizer; ``session.tokenizer`` is loaded on first use.
+``run`` is safe to call from several threads at once: it keeps no state between calls, ONNX Runtime's
+``InferenceSession.run`` is thread-safe, and a TensorRT session runs one call at a time. Text needs HF's
+``tokenizers`` (``pip install 'tensorkiln[text]'``) and an export that carries a tokenizer; ``session.tokenizer`` is
+loaded on first use.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,25 +41,41 @@ class Session:
     """One loaded export. Build it with :func:`load`."""
 
     def __init__(self, folder: Path, manifest: mf.Manifest, config: dict[str, Any], backend: str,
-                 providers: Sequence[str], threads: int | None, kernels: str = "auto"):
+                 providers: Sequence[str], threads: int | None, kernels: str = "auto",
+                 tensorrt: Mapping[str, Any] | None = None):
         self.folder = folder
         self.manifest = manifest
         self.config = config
         self.limits = ModelLimits.from_config(config)
         self.backend = backend
         self.kernels = kernels
-        self._session, plan = _open(folder / manifest.model_file, manifest, providers, threads, kernels)
-        self.providers = tuple(self._session.get_providers())
+        #: TensorRT sessions: the cached engine file (None when the cache could not be written).
+        self.engine_path: Path | None = None
         custom_ops = [f"{node.domain}::{node.op_type}" for node in manifest.custom_nodes]
-        #: Which implementation runs each custom node, e.g. {"tensorkiln::MegaEma": "native (avx2+fma)"} or
-        #: "function body (...why...)"; empty for an export without custom nodes.
-        self.custom_node_implementations: dict[str, str] = native.describe(
-            self._session.get_session_options(), self.providers, custom_ops, plan)
-        graph_inputs = [i.name for i in self._session.get_inputs()]
-        if graph_inputs != [i.name for i in manifest.inputs]:
-            raise ManifestError(f"the graph's inputs {graph_inputs} differ from the manifest's "
-                                   f"{[i.name for i in manifest.inputs]}: re-export the model")
-        self._output_names = [o.name for o in self._session.get_outputs()]
+        if backend == "tensorrt":
+            from .tensorrt_session import open_engine
+
+            self._session = open_engine(folder / manifest.model_file, manifest, kernels=kernels, **(tensorrt or {}))
+            self.engine_path = self._session.path
+            self.providers: tuple[str, ...] = ()
+            #: Which implementation runs each custom node, e.g. {"tensorkiln::MegaEma": "native (avx2+fma)"} or
+            #: "function body (...why...)"; TensorRT: "plugin (libtensorkiln_plugins.so)" or "function body (...)";
+            #: empty for an export without custom nodes.
+            self.custom_node_implementations: dict[str, str] = dict(self._session.custom_node_implementations)
+            graph_inputs, self._output_names = self._session.input_names, self._session.output_names
+            # TensorRT drops inputs the graph never reads; every one it keeps must be the manifest's
+            mismatch = any(name not in self.input_names for name in graph_inputs)
+        else:
+            self._session, plan = _open(folder / manifest.model_file, manifest, providers, threads, kernels)
+            self.providers = tuple(self._session.get_providers())
+            self.custom_node_implementations = native.describe(
+                self._session.get_session_options(), self.providers, custom_ops, plan)
+            graph_inputs = [i.name for i in self._session.get_inputs()]
+            self._output_names = [o.name for o in self._session.get_outputs()]
+            mismatch = graph_inputs != self.input_names
+        if mismatch:
+            raise ManifestError(f"the graph's inputs {graph_inputs} differ from the manifest's {self.input_names}: "
+                                "re-export the model")
         if sorted(self._output_names) != sorted(o.name for o in manifest.outputs):
             raise ManifestError(f"the graph's outputs {self._output_names} differ from the manifest's "
                                 f"{[o.name for o in manifest.outputs]}: re-export the model")
@@ -130,8 +148,10 @@ class Session:
 
     def __repr__(self) -> str:
         kernels = "".join(f", {name}: {label}" for name, label in self.custom_node_implementations.items())
+        tensorrt = self.backend == "tensorrt"
+        where = f"engine={str(self.engine_path)!r}" if tensorrt else f"providers={list(self.providers)}"
         return (f"Session({self.manifest.hf_class}, {self.manifest.precision}, backend={self.backend!r}, "
-                f"providers={list(self.providers)}{kernels})")
+                f"{where}{kernels})")
 
 
 def _open(model_path: Path, manifest: mf.Manifest, providers: Sequence[str], threads: int | None, kernels: str):
@@ -151,16 +171,23 @@ def _open(model_path: Path, manifest: mf.Manifest, providers: Sequence[str], thr
 
 
 def load(export_dir: str | Path, backend: str = "auto", *, providers: Sequence[str] | None = None,
-         threads: int | None = None, check_files: bool = True, kernels: str = "auto") -> Session:
+         threads: int | None = None, check_files: bool = True, kernels: str = "auto",
+         engine_cache: str | Path | None = None, tensorrt_plugins: str | Path | None = None) -> Session:
     """Load a ``kiln export`` folder.
 
-    ``backend``: "auto" or "onnxruntime" (ONNX Runtime; CUDA execution provider first where installed);
-    "tensorrt" is not available yet. ``providers`` overrides ORT's execution providers. ``threads``: ORT's
-    intra-op threads (default: ORT's choice). ``check_files``: verify every file's sha256 against the manifest.
+    ``backend``: "auto" or "onnxruntime" (ONNX Runtime; CUDA execution provider first where installed), or
+    "tensorrt" (a TensorRT engine built for the export, or loaded from the engine cache; needs the ``tensorrt``
+    and ``polygraphy`` packages and an NVIDIA GPU, see :mod:`tensorkiln.runtime.tensorrt_session`).
+    ``providers`` overrides ORT's execution providers. ``threads``: ORT's intra-op threads (default: ORT's
+    choice). ``check_files``: verify every file's sha256 against the manifest.
     ``kernels``: how the custom nodes (MraAttention, MegaEma) run: "auto" on the native kernels of
     libtensorkiln_ort.so where it is built (``kiln build-kernels``), else on their function bodies; "native" on
-    the native kernels or a BackendUnavailableError; "function" on the function bodies (standard ONNX ops).
+    the native kernels or a BackendUnavailableError; "function" on the function bodies (standard ONNX ops). Under
+    TensorRT the native kernels are the plugins of libtensorkiln_plugins.so.
     ``Session.custom_node_implementations`` says which ran.
+    ``engine_cache`` (TensorRT): the engine cache folder (default: the tensorkiln cache folder's ``engines/``).
+    ``tensorrt_plugins`` (TensorRT): libtensorkiln_plugins.so (default: ``$TENSORKILN_TRT_PLUGINS``, else the
+    source checkout's build/plugins/, else none: the custom nodes' function bodies are inlined).
     """
     folder = Path(export_dir)
     if not folder.is_dir():
@@ -177,6 +204,9 @@ def load(export_dir: str | Path, backend: str = "auto", *, providers: Sequence[s
         if name not in [i.name for i in manifest.inputs]:
             raise ManifestError(f"{str(folder)!r}: the manifest has no input {name!r}, which every export takes: "
                                 "re-export the model")
+    if backend == "tensorrt":
+        options = {"engine_cache": engine_cache, "plugins": tensorrt_plugins}
+        return Session(folder, manifest, config, "tensorrt", (), threads, kernels, tensorrt=options)
     return Session(folder, manifest, config, "onnxruntime", chosen, threads, kernels)
 
 

@@ -28,7 +28,7 @@ ALLOWED_THIRD_PARTY: dict[str, set[str] | None] = {
     "export": None,
 }
 #: Optional backends the runtime may import inside a function, where their absence becomes a clear error.
-RUNTIME_OPTIONAL = {"tensorrt", "tokenizers", "tritonclient", "google", "triton_python_backend_utils",
+RUNTIME_OPTIONAL = {"tensorrt", "polygraphy", "tokenizers", "tritonclient", "google", "triton_python_backend_utils",
                     "cmake", "ninja"}  # cmake/ninja: `kiln build-kernels` takes them from PyPI when PATH has none
 
 
