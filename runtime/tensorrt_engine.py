@@ -7,8 +7,9 @@ runtimes build the same engine for an export and find it under the same name:
 
 * **profile**, one for every input: ``batch_size`` 1..8 (opt 1); ``sequence_length`` and any other per-token dim
   1..max_length (opt min(128, max_length)); the cache's ``past_sequence_length`` 0..max_length-1 (opt half the opt
-  sequence); a "past + new" dim the sum of its parts, capped at max_length; ``num_choices`` 1..4 (opt 1); fixed
-  dims (Nystromformer's fixed length, hidden sizes) as they are;
+  sequence); a "past + new" dim the sum of its parts, not capped (a cap would make the profile's corners
+  inconsistent shapes, which TensorRT's builder rejects; the input rules keep real calls within max_length);
+  ``num_choices`` 1..4 (opt 1); fixed dims (Nystromformer's fixed length, hidden sizes) as they are;
 * **key**: sha256 (hex) of the key text, one ``name=value`` line each, in this order::
 
       tensorkiln-trt-engine-key/1
@@ -90,8 +91,7 @@ def _dim_range(dim: mf.Dim, max_length: int, settings: ProfileSettings) -> tuple
         return _symbol_range(dim, max_length, settings)
     parts = [_symbol_range(part.strip(), max_length, settings) for part in dim.split("+")]
     low, opt, high = (sum(values) for values in zip(*parts))
-    high = min(high, max_length)
-    return low, min(opt, high), high
+    return low, opt, high  # not capped: each corner of the profile is a consistent shape (past + new = mask)
 
 
 def profiles_from_manifest(manifest: mf.Manifest, settings: ProfileSettings = ProfileSettings()) -> list[InputProfile]:

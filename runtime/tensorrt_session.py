@@ -2,11 +2,11 @@
 
 It loads ``libtensorkiln_plugins.so`` into TensorRT's plugin registry, parses ``model.onnx`` with the ONNX parser's
 ``kENABLE_PLUGIN_OVERRIDE`` flag where that TensorRT has it (else TensorRT inlines the custom nodes' model-local
-function bodies), builds one engine for the profile of :mod:`.tensorrt_engine` (FP16 for fp16 exports), caches it
-under the shared key, and runs it through Polygraphy's ``TrtRunner``, which owns the CUDA buffers. Everything that
-needs no TensorRT (profile, key, cache, plugin decision) is in :mod:`.tensorrt_engine` and tested everywhere; this
-module is verified only where TensorRT and an NVIDIA GPU are installed (tests/test_tensorrt_engine.py, marked gpu),
-which this project's CI is not.
+function bodies), builds one engine for the profile of :mod:`.tensorrt_engine` (a strongly typed network, so the
+export's own precision; TF32 off for fp32), caches it under the shared key, and runs it through Polygraphy's
+``TrtRunner``, which owns the CUDA buffers. Everything that needs no TensorRT (profile, key, cache, plugin
+decision) is in :mod:`.tensorrt_engine` and tested everywhere; this module is verified only where TensorRT and an
+NVIDIA GPU are installed (tests/test_tensorrt_engine.py, marked gpu), which this project's CI is not.
 
 TensorRT and Polygraphy are optional imports, made inside functions: the runtime stays numpy + onnxruntime.
 """
@@ -125,7 +125,10 @@ def _build(trt: Any, logger: Any, model_path: Path, precision: str, profiles: Se
            override: bool) -> bytes:
     """A serialised engine of ``model_path`` for one optimisation profile."""
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # explicit batch: TensorRT 10's only mode
+    # Strongly typed, as the C++ runtime builds it (one cache key, one kind of engine): the export's own precision
+    # decides each layer's type. TensorRT 11 types every network strongly and drops the flag.
+    strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    network = builder.create_network(0 if strongly_typed is None else 1 << int(strongly_typed))
     parser = trt.OnnxParser(network, logger)
     if override:
         parser.set_flag(trt.OnnxParserFlag.ENABLE_PLUGIN_OVERRIDE)
@@ -133,9 +136,7 @@ def _build(trt: Any, logger: Any, model_path: Path, precision: str, profiles: Se
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise BackendUnavailableError(f"TensorRT's ONNX parser cannot read {str(model_path)!r}: {errors}")
     config = builder.create_builder_config()
-    if precision == "fp16":
-        config.set_flag(trt.BuilderFlag.FP16)
-    else:  # TensorRT rounds fp32 matmuls to TF32 by default, which breaks the fp32 rule of runtime/tolerances.py
+    if precision == "fp32":  # TensorRT rounds fp32 matmuls to TF32 by default, which breaks the fp32 rule
         config.clear_flag(trt.BuilderFlag.TF32)
     profile = builder.create_optimization_profile()
     network_inputs = {network.get_input(i).name for i in range(network.num_inputs)}

@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +23,8 @@ from tensorkiln.runtime import manifest as mf
 from tensorkiln.runtime import tensorrt_engine as te
 from tensorkiln.runtime.errors import KilnWarning, UsageError
 from tensorkiln.runtime.tolerances import compare
+
+ROOT = Path(__file__).resolve().parent.parent
 
 #: The five architectures' tiny exports (a multiple-choice head for the num_choices axis).
 EXPORTS = [("gpt_neox", "ForCausalLM"), ("mega", "ForCausalLM"), ("megatron-bert", "ForMultipleChoice"),
@@ -50,8 +53,8 @@ def _expected(manifest: mf.Manifest, config: dict, model_type: str) -> dict[str,
             fixed = manifest.length_rules.fixed_length
             if fixed:
                 low, mid, high = low + [fixed], mid + [fixed], high + [fixed]
-            elif info.name == "attention_mask" and manifest.cache is not None:  # cached + new, within max_length
-                low, mid, high = low + [1], mid + [min(opt // 2 + opt, longest)], high + [longest]
+            elif info.name == "attention_mask" and manifest.cache is not None:  # cached + new at every corner
+                low, mid, high = low + [1], mid + [opt // 2 + opt], high + [(longest - 1) + longest]
             else:
                 low, mid, high = low + [1], mid + [opt], high + [longest]
         else:
@@ -96,6 +99,16 @@ def test_key_text_and_sha256():
     on = te.engine_key_text(dataclasses.replace(FIELDS, plugins_sha256="cd" * 32, plugin_override=True))
     assert f"plugins={'cd' * 32}\nplugin_override=on\n" in on
     assert te.tensorrt_version_text("10.14.1.48") == "10.14.1"
+
+
+def test_key_equals_the_cpp_runtimes_for_its_unit_test_fields():
+    """The fields of runtime/cpp/tests/enginePlanTest.cpp, whose digest is pinned there too: both runtimes name the
+    same engine the same, so either reuses the other's cache."""
+    fields = te.EngineKeyFields(model_sha256="ab" * 32, tensorrt_version="10.16.0",
+                                device_name="NVIDIA H100 80GB HBM3", compute_capability="9.0", precision="fp16",
+                                plugins_sha256="none", plugin_override=False, profile="input_ids:1x1/1x128/8x128")
+    cpp_test = (ROOT / "runtime" / "cpp" / "tests" / "enginePlanTest.cpp").read_text()
+    assert f'std::string("{te.engine_key(fields)}")' in cpp_test
 
 
 def test_key_changes_with_every_field():

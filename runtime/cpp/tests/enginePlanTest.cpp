@@ -28,13 +28,13 @@ TK_TEST(profilesFollowTheLengthRules)
     std::vector<trt::InputProfile> const profiles = trt::profilesFromManifest(causalLm());
     CHECK_EQ(profiles.size(), std::size_t{3});
     CHECK_EQ(trt::profileText(profiles),
-        std::string("input_ids:1x1/1x128/8x128;attention_mask:1x1/1x128/8x128;"
+        std::string("input_ids:1x1/1x128/8x128;attention_mask:1x1/1x192/8x255;"
                     "past_key_values.0.key:1x4x0x8/1x4x64x8/8x4x127x8"));
     trt::ProfileSettings settings;
     settings.maxBatch = 2;
     settings.optSequence = 16;
     CHECK_EQ(trt::profileText({trt::profilesFromManifest(causalLm(), settings)[1]}),
-        std::string("attention_mask:1x1/1x24/2x128"));
+        std::string("attention_mask:1x1/1x24/2x255"));
 }
 
 TK_TEST(fixedLengthGraphsGetFixedProfiles)

@@ -1,8 +1,10 @@
 /*
  * enginePlan.cpp: the TensorRT backend's decisions without TensorRT (see enginePlan.h). Profiles: batch_size
  * 1..maxBatch (opt optBatch); sequence_length 1..max_length (opt min(optSequence, max_length)); the cache's
- * past_sequence_length 0..max_length-1 (opt half the opt sequence); "past + new" dims their sum, capped at
- * max_length; num_choices 1..maxChoices; fixed dims (Nystromformer's fixed length, hidden sizes) as they are.
+ * past_sequence_length 0..max_length-1 (opt half the opt sequence); "past + new" dims their sum, not capped (a cap
+ * would make the profile's corners inconsistent shapes, e.g. past 127 + new 128 against a mask of 128, which
+ * TensorRT's builder rejects; the input rules still keep every real call within max_length); num_choices
+ * 1..maxChoices; fixed dims (Nystromformer's fixed length, hidden sizes) as they are.
  */
 #include "trt/enginePlan.h"
 
@@ -57,8 +59,6 @@ Range dimRange(Dim const& dim, Manifest const& manifest, ProfileSettings const& 
             break;
         start = end + 1;
     }
-    total.max = std::min(total.max, manifest.lengthRules.maxLength);
-    total.opt = std::min(total.opt, total.max);
     return total;
 }
 

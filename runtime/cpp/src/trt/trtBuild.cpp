@@ -17,6 +17,9 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <set>
+
+#include <unistd.h>
 
 #define TK_TRT_AT_LEAST(major, minor)                                                                                  \
     (NV_TENSORRT_MAJOR > (major) || (NV_TENSORRT_MAJOR == (major) && NV_TENSORRT_MINOR >= (minor)))
@@ -42,7 +45,8 @@ std::vector<char> readBytes(fs::path const& path)
 void writeAtomically(fs::path const& path, void const* data, std::size_t size)
 {
     fs::create_directories(path.parent_path());
-    fs::path const partial = path.string() + ".partial";
+    // One partial file per process, so two services building the same engine never write into each other's.
+    fs::path const partial = path.string() + "." + std::to_string(::getpid()) + ".partial";
     {
         std::ofstream file(partial, std::ios::binary | std::ios::trunc);
         file.write(static_cast<char const*>(data), static_cast<std::streamsize>(size));
@@ -60,8 +64,12 @@ std::string pluginLibrary(LoadOptions const& options)
     return chosen != nullptr ? chosen : "";
 }
 
-void addProfile(nvinfer1::IBuilder& builder, nvinfer1::IBuilderConfig& config, Manifest const& manifest)
+void addProfile(nvinfer1::IBuilder& builder, nvinfer1::INetworkDefinition const& network,
+    nvinfer1::IBuilderConfig& config, Manifest const& manifest)
 {
+    std::set<std::string> networkInputs; // an input the graph never reads is not the network's
+    for (int32_t i = 0; i < network.getNbInputs(); ++i)
+        networkInputs.insert(network.getInput(i)->getName());
     nvinfer1::IOptimizationProfile* profile = builder.createOptimizationProfile();
     auto const toDims = [](std::vector<int64_t> const& shape) {
         nvinfer1::Dims dims{};
@@ -72,6 +80,8 @@ void addProfile(nvinfer1::IBuilder& builder, nvinfer1::IBuilderConfig& config, M
     };
     for (InputProfile const& input : profilesFromManifest(manifest))
     {
+        if (networkInputs.count(input.name) == 0)
+            continue;
         profile->setDimensions(input.name.c_str(), nvinfer1::OptProfileSelector::kMIN, toDims(input.min));
         profile->setDimensions(input.name.c_str(), nvinfer1::OptProfileSelector::kOPT, toDims(input.opt));
         profile->setDimensions(input.name.c_str(), nvinfer1::OptProfileSelector::kMAX, toDims(input.max));
@@ -103,7 +113,9 @@ std::vector<char> buildPlan(std::string const& modelPath, Manifest const& manife
         throw unavailable("TensorRT's ONNX parser refused " + modelPath + ": " + why);
     }
     std::unique_ptr<nvinfer1::IBuilderConfig> config(builder->createBuilderConfig());
-    addProfile(*builder, *config, manifest);
+    if (manifest.precision == "fp32") // TF32 matmuls (TensorRT's default) break the fp32 rule of the parity policy
+        config->clearFlag(nvinfer1::BuilderFlag::kTF32);
+    addProfile(*builder, *network, *config, manifest);
     std::unique_ptr<nvinfer1::IHostMemory> plan(builder->buildSerializedNetwork(*network, *config));
     if (!plan)
         throw unavailable("TensorRT could not build an engine for " + modelPath + ": " + logger.lastError());
@@ -111,11 +123,42 @@ std::vector<char> buildPlan(std::string const& modelPath, Manifest const& manife
     return std::vector<char>(bytes, bytes + plan->size());
 }
 
+//! The record beside a cached engine, as runtime/tensorrt_engine.py writes it (either runtime reuses the other's).
+Json engineRecord(std::string const& key, EngineKeyFields const& fields, std::vector<char> const& plan)
+{
+    return Json{{"format", "tensorkiln-trt-engine-key/1"}, {"key", key}, {"model_sha256", fields.modelSha256},
+        {"tensorrt_version", fields.tensorrtVersion}, {"device_name", fields.deviceName},
+        {"compute_capability", fields.computeCapability}, {"precision", fields.precision},
+        {"plugins_sha256", fields.pluginsSha256}, {"plugin_override", fields.pluginOverride},
+        {"profile", fields.profile}, {"engine_bytes", plan.size()},
+        {"engine_sha256", sha256Bytes(std::string(plan.begin(), plan.end()))}};
+}
+
+//! The cached engine when it and its record agree (key, size, sha256); otherwise empty, with a warning on stderr
+//! saying why it is rebuilt (a damaged or replaced engine is never deserialized).
+std::vector<char> cachedPlan(fs::path const& enginePath, fs::path const& recordPath, std::string const& key)
+{
+    if (!fs::exists(enginePath) && !fs::exists(recordPath))
+        return {};
+    std::vector<char> plan = readBytes(enginePath);
+    std::ifstream recordFile(recordPath);
+    Json const record = Json::parse(recordFile, nullptr, /*allow_exceptions=*/false);
+    bool const agrees = record.is_object() && record.value("key", "") == key
+        && record.value("engine_bytes", uint64_t{0}) == plan.size() && !plan.empty()
+        && record.value("engine_sha256", "") == sha256Bytes(std::string(plan.begin(), plan.end()));
+    if (agrees)
+        return plan;
+    std::fprintf(stderr, "tensorkiln: warning: the cached TensorRT engine %s does not match its record (damaged, "
+        "replaced or half-written); building it again\n", enginePath.string().c_str());
+    return {};
+}
+
 std::unique_ptr<Backend> open(TrtRequest const& request)
 {
     auto logger = std::make_shared<Logger>();
     Manifest const& manifest = *request.manifest;
-    std::string const plugins = pluginLibrary(*request.options);
+    // The plugins matter (and enter the key) only for an export with custom nodes, as in the Python runtime.
+    std::string const plugins = manifest.customNodes.empty() ? "" : pluginLibrary(*request.options);
     bool const pluginsLoaded = !plugins.empty()
         && getPluginRegistry()->loadLibrary(plugins.c_str()) != nullptr;
     if (!plugins.empty() && !pluginsLoaded)
@@ -130,16 +173,14 @@ std::unique_ptr<Backend> open(TrtRequest const& request)
     fs::path const cache = request.options->engineCacheDir.empty() ? fs::path(*request.cacheDir) / "engines"
                                                                    : fs::path(request.options->engineCacheDir);
     fs::path const enginePath = cache / (key + ".engine");
-    std::vector<char> plan = fs::exists(enginePath) ? readBytes(enginePath) : std::vector<char>{};
+    fs::path const recordPath = cache / (key + ".json");
+    std::vector<char> plan = cachedPlan(enginePath, recordPath, key);
     if (plan.empty())
     {
         plan = buildPlan(*request.modelPath, manifest, decision.setOverrideFlag, *logger);
         writeAtomically(enginePath, plan.data(), plan.size());
-        std::string const record = Json{{"model_sha256", fields.modelSha256}, {"tensorrt", fields.tensorrtVersion},
-            {"device", fields.deviceName}, {"compute_capability", fields.computeCapability},
-            {"precision", fields.precision}, {"plugins", fields.pluginsSha256},
-            {"plugin_override", fields.pluginOverride ? "on" : "off"}, {"profile", fields.profile}}.dump(2);
-        writeAtomically(cache / (key + ".json"), record.data(), record.size());
+        std::string const record = engineRecord(key, fields, plan).dump(2) + "\n";
+        writeAtomically(recordPath, record.data(), record.size());
     }
     return engineBackend(plan, manifest, decision.customNodesRunOn, logger);
 }
