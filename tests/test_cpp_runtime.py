@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import trt_headers
 
 from tensorkiln.runtime import load
 from tensorkiln.runtime.errors import BackendUnavailableError, KilnError
@@ -274,42 +275,12 @@ def test_a_service_builds_against_the_installed_package(runtime_prefix, exports,
     assert f"logits float32 [3-d] first value {first:.6g}" in result.stdout
 
 
-def _kernel_lens_headers() -> Path | None:
-    """TensorRT 10.14's NvInfer*.h from the PyPI wheel kernel-lens==2.0.1 (no NvOnnxParser.h), fetched once."""
-    folder = CACHE / "kernel-lens"
-    headers = folder / "kernel_lens" / "include" / "tensorrt"
-    if not (headers / "NvInfer.h").is_file():
-        import sys
-        import zipfile
-
-        download = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(folder),
-                                   "kernel-lens==2.0.1"], capture_output=True, text=True)
-        wheels = sorted(folder.glob("kernel_lens-2.0.1-*.whl"))
-        if download.returncode != 0 or not wheels:
-            return None
-        with zipfile.ZipFile(wheels[0]) as wheel:
-            wheel.extractall(folder, [n for n in wheel.namelist() if n.startswith("kernel_lens/include/tensorrt/")])
-    return headers
-
-
-def _trt_header_roots() -> dict[str, Path]:
-    roots = {Path(p).name or p: Path(p) for p in os.environ.get("TK_TRT_HEADER_ROOTS", "").split(os.pathsep) if p}
-    lens = _kernel_lens_headers()
-    if lens is not None:
-        roots["kernel-lens-2.0.1"] = lens
-    return roots
-
-
 @pytest.mark.slow
 def test_tensorrt_backend_compiles_against_every_tensorrt_header_set(runtime_prefix, tmp_path):
     """-Werror against each set: trtEngine.cpp (NvInfer) always, trtBuild.cpp (NvOnnxParser) where the set has the
     parser's header (kernel-lens has not: its build path is not checked there). Nothing links or runs: no TensorRT
     libraries or GPU here."""
-    roots = _trt_header_roots()
-    if not roots:
-        if os.environ.get("CI"):
-            pytest.fail("no TensorRT headers: set TK_TRT_HEADER_ROOTS or allow pip to fetch kernel-lens==2.0.1")
-        pytest.skip("no TensorRT headers (TK_TRT_HEADER_ROOTS unset and kernel-lens==2.0.1 not downloadable)")
+    roots = trt_headers.header_roots()
     json_dir = CACHE / "nlohmann-json" / "usr" / "share" / "cmake" / "nlohmann_json"
     for label, root in roots.items():
         build = tmp_path / label
@@ -325,5 +296,5 @@ def test_tensorrt_backend_compiles_against_every_tensorrt_header_set(runtime_pre
                                 capture_output=True, text=True)
         assert result.returncode == 0, f"{label}:\n{result.stdout[-6000:]}"
         objects = {p.name for p in build.rglob("*.cpp.o") if "tensorkiln_trt_objects" in str(p)}
-        with_parser = (root / "NvOnnxParser.h").is_file() or (root / "include" / "NvOnnxParser.h").is_file()
+        with_parser = (root / "NvOnnxParser.h").is_file()
         assert objects == {"trtEngine.cpp.o"} | ({"trtBuild.cpp.o"} if with_parser else set()), (label, objects)
