@@ -203,3 +203,10 @@ def _check_native(section, peak):
     assert efficiency["fraction_of_peak"]["native"] == pytest.approx(
         efficiency["matmul_flops"] / efficiency["ms"]["native"] / 1e6 / peak)
     assert len(section["targets"]) == 5 and all(isinstance(t["met"], bool) for t in section["targets"])
+
+
+def test_int8_targets_with_the_int8_section_skipped():
+    """`kiln bench --skip int8` stores the section as None; its targets are then absent, not a crash."""
+    from tensorkiln.export.bench.int8 import int8_targets
+
+    assert int8_targets({"int8": None}) == []
