@@ -100,7 +100,9 @@ def int8_rows(latency: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def int8_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     """int8 >= INT8_TARGET x fp32 ORT for the efficiency models at batch 1, seq 512, with the check passed."""
-    models = (result.get("int8") or {}).get("models", {})
+    if not result.get("int8"):
+        return []  # the section was skipped (--skip int8)
+    models = result["int8"].get("models", {})
     checks = []
     for row in int8_rows(result["latency"]):
         if row["model_type"] in EFFICIENCY_MODELS and row["batch"] == 1 and row["asked_seq"] == TARGET_SEQ:
