@@ -20,7 +20,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "build" / "test-trt-headers"
-KERNEL_LENS = "kernel-lens==2.0.1"
+KERNEL_LENS_VERSION = "2.0.1"
+KERNEL_LENS = f"kernel-lens=={KERNEL_LENS_VERSION}"
 
 
 def kernel_lens_headers() -> Path | None:
@@ -29,7 +30,7 @@ def kernel_lens_headers() -> Path | None:
     if not (headers / "NvInfer.h").is_file():
         download = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(CACHE),
                                    KERNEL_LENS], capture_output=True, text=True)
-        wheels = sorted(CACHE.glob("kernel_lens-2.0.1-*.whl"))
+        wheels = sorted(CACHE.glob(f"kernel_lens-{KERNEL_LENS_VERSION}-*.whl"))
         if download.returncode != 0 or not wheels:
             return None
         with zipfile.ZipFile(wheels[0]) as wheel:
@@ -58,8 +59,10 @@ def header_roots(*extra: str) -> dict[str, Path]:
         roots[re.sub(r"[^A-Za-z0-9._-]+", "_", entry).strip("_")[-60:]] = folder  # a build folder's name
     lens = kernel_lens_headers()
     if lens is not None:
-        roots["kernel-lens-2.0.1"] = lens
+        roots[f"kernel-lens-{KERNEL_LENS_VERSION}"] = lens
     if not roots:
         message = f"no TensorRT headers: set TK_TRT_HEADER_ROOTS or let pip fetch {KERNEL_LENS}"
-        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
     return roots

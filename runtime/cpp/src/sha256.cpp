@@ -90,7 +90,7 @@ std::string sha256File(std::string const& path)
     return digest.hex();
 }
 
-std::string sha256Bytes(std::string const& bytes)
+std::string sha256Bytes(std::string_view bytes)
 {
     Digest digest;
     digest.update(bytes.data(), bytes.size());

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 namespace tensorkiln
 {
@@ -12,6 +13,6 @@ namespace tensorkiln
 //! The sha256 of the file at `path` as 64 lower-case hex digits; std::runtime_error when it cannot be read.
 std::string sha256File(std::string const& path);
 //! The sha256 of `bytes`.
-std::string sha256Bytes(std::string const& bytes);
+std::string sha256Bytes(std::string_view bytes);
 
 } // namespace tensorkiln

@@ -18,6 +18,7 @@
 #include <fstream>
 #include <iterator>
 #include <set>
+#include <string_view>
 
 #include <unistd.h>
 
@@ -131,7 +132,7 @@ Json engineRecord(std::string const& key, EngineKeyFields const& fields, std::ve
         {"compute_capability", fields.computeCapability}, {"precision", fields.precision},
         {"plugins_sha256", fields.pluginsSha256}, {"plugin_override", fields.pluginOverride},
         {"profile", fields.profile}, {"engine_bytes", plan.size()},
-        {"engine_sha256", sha256Bytes(std::string(plan.begin(), plan.end()))}};
+        {"engine_sha256", sha256Bytes(std::string_view(plan.data(), plan.size()))}};
 }
 
 //! The cached engine when it and its record agree (key, size, sha256); otherwise empty, with a warning on stderr
@@ -145,7 +146,7 @@ std::vector<char> cachedPlan(fs::path const& enginePath, fs::path const& recordP
     Json const record = Json::parse(recordFile, nullptr, /*allow_exceptions=*/false);
     bool const agrees = record.is_object() && record.value("key", "") == key
         && record.value("engine_bytes", uint64_t{0}) == plan.size() && !plan.empty()
-        && record.value("engine_sha256", "") == sha256Bytes(std::string(plan.begin(), plan.end()));
+        && record.value("engine_sha256", "") == sha256Bytes(std::string_view(plan.data(), plan.size()));
     if (agrees)
         return plan;
     std::fprintf(stderr, "tensorkiln: warning: the cached TensorRT engine %s does not match its record (damaged, "
